@@ -1,0 +1,128 @@
+"""The one in-memory dataset every reader returns: a trajectory of one molecule with labels.
+
+Arrays are float64 in the internal units (Å, kcal/mol, kcal/mol/Å) whatever the file held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geopatra.units import SGDML_UNITS, Units
+
+
+def fingerprint_arrays(R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray) -> str:
+    """sha256 over the canonical arrays (float64 / int64, C order): identifies the data, not the file."""
+    digest = hashlib.sha256()
+    for array, dtype in ((R, np.float64), (z, np.int64), (E, np.float64), (F, np.float64)):
+        canonical = np.ascontiguousarray(array, dtype=dtype)
+        digest.update(str(canonical.shape).encode())
+        digest.update(canonical.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, eq=False)
+class MolecularDataset:
+    """Frames of one molecule with energies and forces.
+
+    Attributes:
+        R: positions [n_frames, n_atoms, 3], Å.
+        z: atomic numbers [n_atoms], the same for every frame.
+        E: energies [n_frames], kcal/mol.
+        F: forces [n_frames, n_atoms, 3], kcal/mol/Å.
+        name: molecule or dataset name.
+        theory: level of theory of the labels.
+        source: the file it was read from ('' if built in memory).
+        units: always :data:`SGDML_UNITS` (Å, kcal/mol); ``source_units`` holds what the file held.
+        indices: index of each frame in the source file [n_frames] (a subset keeps them).
+        metadata: anything else the file carried (temperature, time step, ...).
+    """
+
+    R: np.ndarray
+    z: np.ndarray
+    E: np.ndarray
+    F: np.ndarray
+    name: str = ""
+    theory: str = "unknown"
+    source: str = ""
+    source_units: Units = SGDML_UNITS
+    indices: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Local import: validate imports errors only, no cycle, but keeps this module light.
+        from geopatra.data.validate import validate_arrays
+
+        R, z, E, F = validate_arrays(self.R, self.z, self.E, self.F, source=self.source or "<memory>")
+        object.__setattr__(self, "R", R)
+        object.__setattr__(self, "z", z)
+        object.__setattr__(self, "E", E)
+        object.__setattr__(self, "F", F)
+        if self.indices is None:
+            object.__setattr__(self, "indices", np.arange(len(E), dtype=np.int64))
+        for array in (self.R, self.z, self.E, self.F, self.indices):
+            array.setflags(write=False)
+
+    units: Units = field(default=SGDML_UNITS, init=False)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.E.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.z.shape[0])
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the arrays of the *whole* source dataset this object holds (see :func:`fingerprint_arrays`)."""
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = fingerprint_arrays(self.R, self.z, self.E, self.F)
+            object.__setattr__(self, "_fingerprint", cached)
+        return cached
+
+    def subset(self, frames: np.ndarray) -> MolecularDataset:
+        """The frames at positions ``frames`` of this dataset; ``indices`` keep pointing into the source."""
+        frames = np.asarray(frames, dtype=np.int64)
+        return MolecularDataset(
+            R=self.R[frames],
+            z=self.z,
+            E=self.E[frames],
+            F=self.F[frames],
+            name=self.name,
+            theory=self.theory,
+            source=self.source,
+            source_units=self.source_units,
+            indices=self.indices[frames],
+            metadata=dict(self.metadata),
+        )
+
+    def summary(self) -> str:
+        """A few human-readable lines: size, elements, energy and force ranges with units."""
+        symbols = _formula(self.z)
+        f_norm = np.linalg.norm(self.F, axis=-1)
+        return "\n".join(
+            [
+                f"dataset   {self.name or '(unnamed)'}  [{self.theory}]  {self.source}",
+                f"molecule  {symbols}  ({self.n_atoms} atoms)",
+                f"frames    {self.n_frames}",
+                f"energy    {self.E.min():.3f} .. {self.E.max():.3f} kcal/mol "
+                f"(std {self.E.std():.3f})",
+                f"|force|   mean {f_norm.mean():.3f}, max {f_norm.max():.3f} kcal/mol/Å",
+                f"units     file: {self.source_units.length}, {self.source_units.energy}; "
+                f"stored: Å, kcal/mol",
+                f"sha256    {self.fingerprint}",
+            ]
+        )
+
+
+def _formula(z: np.ndarray) -> str:
+    from ase.symbols import Symbols
+
+    return Symbols(z).get_chemical_formula(mode="hill")

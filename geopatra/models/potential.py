@@ -1,0 +1,38 @@
+"""What the training loop, the calculator and the benchmarks need of a model.
+
+A potential is an ``nn.Module`` mapping a batch of molecules to one energy per molecule:
+
+    forward(pos [n_atoms, 3] Å, z [n_atoms], batch [n_atoms], num_graphs) -> energy [num_graphs] kcal/mol
+
+and ``fit_to_data(train, val)``, called once by the training loop before optimisation starts:
+neural models fit their per-element energy shift and force scale there, kernel models solve for
+their coefficients there (``trainable = False`` tells the loop there is nothing to optimise).
+Everything needed to rebuild the model lives in its constructor arguments plus its ``state_dict``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from geopatra.data.dataset import MolecularDataset
+
+
+class Potential(torch.nn.Module):
+    """Base class of geopatra models (see module docstring)."""
+
+    #: False for models with nothing to optimise by gradient descent (kernel models).
+    trainable: ClassVar[bool] = True
+    #: Short name stored in checkpoints ("geopatra", "sgdml").
+    kind: ClassVar[str] = "potential"
+
+    def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        raise NotImplementedError
+
+    def fit_to_data(self, train: MolecularDataset, val: MolecularDataset | None = None) -> None:
+        """Fit whatever the model takes from the data before (or instead of) gradient training."""
+
+    def check_atoms(self, z: Tensor) -> None:
+        """Raise a typed error if the model cannot describe a molecule with atomic numbers ``z``."""
