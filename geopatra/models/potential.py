@@ -7,12 +7,15 @@ A potential is an ``nn.Module`` mapping a batch of molecules to one energy per m
 and ``fit_to_data(train, val)``, called once by the training loop before optimisation starts:
 neural models fit their per-element energy shift and force scale there, kernel models solve for
 their coefficients there (``trainable = False`` tells the loop there is nothing to optimise).
-Everything needed to rebuild the model lives in its constructor arguments plus its ``state_dict``.
+Everything needed to rebuild the model lives in its constructor arguments (recorded automatically
+in ``init_args``) plus its ``state_dict``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+import inspect
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +31,30 @@ class Potential(torch.nn.Module):
     #: Short name stored in checkpoints ("geopatra", "sgdml").
     kind: ClassVar[str] = "potential"
 
+    init_args: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap each subclass ``__init__`` so the arguments it was built with are kept in ``init_args``.
+
+        The outermost constructor wins, so a subclass of a subclass records its own arguments.
+        """
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            return
+        init = cls.__dict__["__init__"]
+        signature = inspect.signature(init)
+
+        @functools.wraps(init)
+        def recording_init(self, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            bound = signature.bind(self, *args, **kw)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            arguments.pop(next(iter(signature.parameters)))  # self
+            self.__dict__["init_args"] = arguments
+
+        cls.__init__ = recording_init
+
     def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         raise NotImplementedError
 
@@ -36,3 +63,8 @@ class Potential(torch.nn.Module):
 
     def check_atoms(self, z: Tensor) -> None:
         """Raise a typed error if the model cannot describe a molecule with atomic numbers ``z``."""
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit_to_data` has run (kernel models override this with a real check)."""
+        return False

@@ -1,0 +1,141 @@
+"""Seeded, disjoint train/validation/test splits, saved as ``split.npz`` with the dataset fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geopatra.data.dataset import MolecularDataset
+from geopatra.errors import DataError, SplitError
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Frame indices into the source file for each subset, and the fingerprint of that file's arrays."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    fingerprint: str
+    seed: int | None = None
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``split.npz`` atomically (overwriting an identical earlier one is fine)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            train=self.train,
+            val=self.val,
+            test=self.test,
+            fingerprint=np.array(self.fingerprint),
+            seed=np.array(-1 if self.seed is None else self.seed),
+        )
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Split:
+        path = Path(path)
+        if not path.is_file():
+            raise SplitError(f"{path}: no such split file")
+        with np.load(path) as data:
+            missing = [k for k in ("train", "val", "test", "fingerprint") if k not in data.files]
+            if missing:
+                raise SplitError(f"{path}: missing {missing}; not a geopatra split file")
+            seed = int(data["seed"]) if "seed" in data.files else -1
+            return cls(
+                train=data["train"].astype(np.int64),
+                val=data["val"].astype(np.int64),
+                test=data["test"].astype(np.int64),
+                fingerprint=str(data["fingerprint"]),
+                seed=None if seed < 0 else seed,
+            )
+
+
+def make_split(
+    dataset: MolecularDataset, n_train: int, n_val: int, n_test: int | None = None, seed: int = 0
+) -> Split:
+    """Draw disjoint subsets with ``np.random.default_rng(seed)``; ``n_test=None`` takes all the rest."""
+    n = dataset.n_frames
+    for label, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if value is not None and value < 0:
+            raise SplitError(f"{label} = {value}; expected a non-negative frame count")
+    n_rest = n - n_train - n_val
+    if n_rest < 0 or (n_test is not None and n_test > n_rest):
+        raise SplitError(
+            f"{dataset.source}: holds {n} frames; the split asks for n_train={n_train} + "
+            f"n_val={n_val} + n_test={n_test if n_test is not None else 'rest'}. Lower them or use a "
+            "larger dataset."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = n_rest if n_test is None else n_test
+    train, val = order[:n_train], order[n_train : n_train + n_val]
+    test = order[n_train + n_val : n_train + n_val + n_test]
+    split = Split(
+        train=dataset.indices[np.sort(train)],
+        val=dataset.indices[np.sort(val)],
+        test=dataset.indices[np.sort(test)],
+        fingerprint=dataset.fingerprint,
+        seed=seed,
+    )
+    check_split(split, dataset)
+    return split
+
+
+def frame_hashes(R: np.ndarray) -> np.ndarray:
+    """A 16-byte hash of each frame's positions [n_frames] (as hex strings): finds repeated geometries."""
+    R = np.ascontiguousarray(R, dtype=np.float64)
+    return np.array([hashlib.blake2b(frame.tobytes(), digest_size=16).hexdigest() for frame in R])
+
+
+def check_split(split: Split, dataset: MolecularDataset) -> None:
+    """Raise :class:`SplitError` unless the split belongs to ``dataset`` and its subsets are disjoint,
+    both by index and by geometry (a frame duplicated in the file must not land in two subsets)."""
+    if split.fingerprint != dataset.fingerprint:
+        raise SplitError(
+            f"split was made for dataset sha256 {split.fingerprint[:12]}…, but {dataset.source} has "
+            f"{dataset.fingerprint[:12]}…; drop the split file or pass the dataset it was made for."
+        )
+    subsets = {"train": split.train, "val": split.val, "test": split.test}
+    for label, index in subsets.items():
+        if index.size and (index.min() < 0 or index.max() >= dataset.n_frames):
+            raise SplitError(f"split {label} indices exceed the {dataset.n_frames} frames of the dataset")
+        if np.unique(index).size != index.size:
+            raise SplitError(f"split {label} repeats frame indices")
+    hashes = frame_hashes(dataset.R)
+    seen: dict[str, str] = {}
+    for label, index in subsets.items():
+        for frame, key in zip(index, hashes[index]):
+            other = seen.get(key)
+            if other is not None and other != label:
+                raise SplitError(
+                    f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry in the {other} "
+                    "subset; duplicate frames across splits leak test data into training. Remove "
+                    "duplicates from the file."
+                )
+            seen[key] = label
+
+
+def load_or_make_split(
+    dataset: MolecularDataset,
+    n_train: int,
+    n_val: int,
+    n_test: int | None,
+    seed: int,
+    split_file: str | os.PathLike | None,
+) -> Split:
+    """Reuse ``split_file`` if given (checked against ``dataset``), else draw a new seeded split."""
+    if split_file is None:
+        return make_split(dataset, n_train, n_val, n_test, seed)
+    split = Split.load(split_file)
+    try:
+        check_split(split, dataset)
+    except DataError as err:
+        raise SplitError(f"{split_file}: {err}") from err
+    return split

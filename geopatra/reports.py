@@ -1,0 +1,63 @@
+"""Files a test run leaves in its run directory: ``metrics.json`` and ``parity.png``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def write_test_report(
+    run_dir: str | os.PathLike,
+    metrics: dict[str, float],
+    predictions: list[dict[str, torch.Tensor]],
+    task: Any,
+) -> Path:
+    """Write metrics (with units in their names) and a parity plot of energies and forces."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record = getattr(task, "run_record", {}) or {}
+    n_frames = sum(len(p["frame"]) for p in predictions)
+    payload = {
+        "metrics": metrics,
+        "n_test_frames": n_frames,
+        "model": record.get("kind", type(task.potential).__name__),
+        "dataset": record.get("dataset", {}).get("name"),
+        "dataset_fingerprint": record.get("dataset", {}).get("fingerprint"),
+        "units": {"energy": "kcal/mol", "force": "kcal/mol/Å"},
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
+    if predictions:
+        plot_parity(predictions, metrics, run_dir / "parity.png")
+    return run_dir / "metrics.json"
+
+
+def plot_parity(predictions: list[dict[str, torch.Tensor]], metrics: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cat = {key: torch.cat([p[key] for p in predictions]).numpy() for key in predictions[0]}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    e_ref = cat["energy_true"].mean()
+    panels = (
+        (axes[0], cat["energy_true"] - e_ref, cat["energy_pred"] - e_ref, "energy − mean [kcal/mol]",
+         f"MAE {metrics['energy_mae_kcal_mol']:.3f} kcal/mol"),
+        (axes[1], cat["forces_true"].ravel(), cat["forces_pred"].ravel(), "force component [kcal/mol/Å]",
+         f"MAE {metrics.get('force_mae_kcal_mol_A', float('nan')):.3f} kcal/mol/Å"),
+    )
+    for ax, true, pred, label, title in panels:
+        ax.scatter(true, pred, s=3, alpha=0.4)
+        low, high = min(true.min(), pred.min()), max(true.max(), pred.max())
+        ax.plot([low, high], [low, high], "k--", lw=0.8)
+        ax.set_xlabel(f"reference {label}")
+        ax.set_ylabel(f"predicted {label}")
+        ax.set_title(title)
+    fig.suptitle(f"test set: {len(cat['energy_true'])} frames")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

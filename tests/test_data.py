@@ -1,0 +1,244 @@
+"""Readers, writer, validation errors and splits on the real fixtures in tests/data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import units as ase_units
+
+from geopatra.data import (
+    MolecularDataset,
+    Split,
+    check_split,
+    make_split,
+    read_dataset,
+    read_extxyz,
+    read_npz,
+    write_npz,
+)
+from geopatra.errors import (
+    DataError,
+    ElementError,
+    MissingKeyError,
+    NonFiniteError,
+    ShapeError,
+    SplitError,
+    UnitError,
+)
+
+KCAL_PER_EV = ase_units.mol / ase_units.kcal  # 1 eV in kcal/mol
+
+
+# --- readers on the real fixtures ------------------------------------------------------------------
+def test_md22_extxyz_with_capital_energy_key(data_dir):
+    ds = read_extxyz(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz")
+    assert (ds.n_frames, ds.n_atoms) == (5, 42)
+    assert ds.E[0] == pytest.approx(-620726.002662)  # first comment line, kcal/mol
+    first_atom = open(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz").readlines()[2].split()
+    np.testing.assert_allclose(ds.R[0, 0], [float(x) for x in first_atom[1:4]])
+    np.testing.assert_allclose(ds.F[0, 0], [float(x) for x in first_atom[4:7]])
+    assert ds.R.dtype == np.float64 and ds.z.dtype == np.int64
+
+
+def test_sgdml_npz_with_metadata(data_dir):
+    ds = read_npz(data_dir / "ethanol_ccsd_t-train.npz")
+    raw = np.load(data_dir / "ethanol_ccsd_t-train.npz")
+    assert ds.E.shape == (1000,)  # (n, 1) in the file
+    np.testing.assert_array_equal(ds.E, raw["E"][:, 0])
+    assert ds.name == "ethanol_ccsd"
+    assert ds.theory == "Psi4: CCSD(T), cc-pVTZ"
+    assert ds.metadata["md5"] == raw["md5"].item().decode()
+    assert sorted(ds.z.tolist()) == [1, 1, 1, 1, 1, 1, 6, 6, 8]
+
+
+def test_md17_npz_without_units_logs_convention(data_dir, caplog):
+    with caplog.at_level("INFO"):
+        ds = read_npz(data_dir / "md17_ethanol_2000.npz")
+    assert ds.n_frames == 2000
+    assert "sGDML convention" in caplog.text
+    assert ds.source_units.energy == "kcal/mol"
+
+
+def test_rmd17_extxyz_lowercase_energy(data_dir):
+    ds = read_dataset(data_dir / "rmd17_ethanol_100.xyz")
+    assert (ds.n_frames, ds.n_atoms) == (100, 9)
+    assert ds.E[0] == pytest.approx(-97079.92222178938)
+
+
+def test_extxyz_explicit_energy_key_and_missing_key(data_dir):
+    ds = read_extxyz(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz", energy_key="Energy")
+    assert ds.n_frames == 5
+    with pytest.raises(MissingKeyError, match="free_energy"):
+        read_extxyz(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz", energy_key="free_energy")
+
+
+def test_ev_file_is_converted(tmp_path, data_dir):
+    ds = read_npz(data_dir / "md17_ethanol_2000.npz")
+    path = tmp_path / "ev.npz"
+    np.savez(
+        path, R=ds.R, z=ds.z, E=ds.E / KCAL_PER_EV, F=ds.F / KCAL_PER_EV, r_unit="Ang", e_unit="eV"
+    )
+    converted = read_npz(path)
+    np.testing.assert_allclose(converted.E, ds.E, rtol=1e-12)
+    np.testing.assert_allclose(converted.F, ds.F, rtol=1e-12)
+    # bohr positions: length conversion applies to R and to forces
+    np.savez(path, R=ds.R / ase_units.Bohr, z=ds.z, E=ds.E, F=ds.F * ase_units.Bohr, r_unit="bohr",
+             e_unit="kcal/mol")
+    converted = read_npz(path)
+    np.testing.assert_allclose(converted.R, ds.R, rtol=1e-12)
+    np.testing.assert_allclose(converted.F, ds.F, rtol=1e-12)
+
+
+def test_unit_override_beats_file_keys(tmp_path, data_dir):
+    ds = read_npz(data_dir / "md17_ethanol_2000.npz")
+    path = tmp_path / "x.npz"
+    np.savez(path, R=ds.R, z=ds.z, E=ds.E, F=ds.F)
+    as_ev = read_npz(path, energy_unit="eV")
+    np.testing.assert_allclose(as_ev.E, ds.E * KCAL_PER_EV)
+
+
+def test_npz_round_trip(tmp_path, data_dir):
+    ds = read_dataset(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz")
+    path = write_npz(ds, tmp_path / "out" / "ala.npz", temperature=500.0)
+    back = read_npz(path)
+    for key in "RzEF":
+        np.testing.assert_array_equal(getattr(back, key), getattr(ds, key))
+    assert back.fingerprint == ds.fingerprint
+    assert back.name == ds.name
+    assert float(back.metadata["temperature"]) == 500.0
+    assert back.metadata["sha256"] == ds.fingerprint
+    assert back.source_units.energy == "kcal/mol"
+
+
+def test_reader_speed_is_reasonable(data_dir):
+    import time
+
+    start = time.perf_counter()
+    read_npz(data_dir / "md17_ethanol_2000.npz")
+    assert time.perf_counter() - start < 2.0
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+@pytest.fixture
+def good(data_dir):
+    ds = read_npz(data_dir / "ethanol_ccsd_t-train.npz")
+    return {"R": np.array(ds.R[:10]), "z": np.array(ds.z), "E": np.array(ds.E[:10]),
+            "F": np.array(ds.F[:10])}
+
+
+def _write(tmp_path, arrays, name="bad.npz", **extra):
+    path = tmp_path / name
+    np.savez(path, **arrays, **extra)
+    return path
+
+
+def test_missing_key_names_file_key_and_fix(tmp_path, good):
+    del good["F"]
+    path = _write(tmp_path, good)
+    with pytest.raises(MissingKeyError) as info:
+        read_npz(path)
+    message = str(info.value)
+    assert "bad.npz" in message and "'F'" in message and "forces" in message
+
+
+@pytest.mark.parametrize(
+    "key, bad_value, error, text",
+    [
+        ("F", lambda g: g["F"][..., :2], ShapeError, r"\(10, 9, 2\)"),
+        ("R", lambda g: g["R"][0], ShapeError, "n_frames, n_atoms, 3"),
+        ("E", lambda g: g["E"][:7], ShapeError, r"\(7,\)"),
+        ("z", lambda g: g["z"][:8], ShapeError, r"\(9,\)"),
+        ("E", lambda g: np.where(np.arange(10) == 3, np.nan, g["E"]), NonFiniteError, "frame 3"),
+        ("F", lambda g: np.where(np.abs(g["F"]) > 20, np.inf, g["F"]), NonFiniteError, "'F'"),
+        ("z", lambda g: np.where(np.arange(9) == 2, 0, g["z"]), ElementError, "atomic number 0"),
+        ("z", lambda g: np.where(np.arange(9) == 2, 150, g["z"]), ElementError, "150"),
+    ],
+)
+def test_bad_arrays_raise_typed_errors(tmp_path, good, key, bad_value, error, text):
+    good[key] = bad_value(good)
+    path = _write(tmp_path, good)
+    with pytest.raises(error, match=text) as info:
+        read_npz(path)
+    assert "bad.npz" in str(info.value)
+    assert isinstance(info.value, DataError)
+
+
+def test_unknown_unit_string(tmp_path, good):
+    path = _write(tmp_path, good, r_unit="furlong", e_unit="kcal/mol")
+    with pytest.raises(UnitError, match="furlong"):
+        read_npz(path)
+    with pytest.raises(UnitError, match="calories"):
+        read_npz(_write(tmp_path, good, "ok.npz"), energy_unit="calories")
+
+
+def test_not_an_npz_and_missing_file(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="junk.npz"):
+        read_npz(junk)
+    with pytest.raises(DataError, match="no such file"):
+        read_dataset(tmp_path / "absent.npz")
+    with pytest.raises(DataError, match="unknown format"):
+        (tmp_path / "a.csv").write_text("x")
+        read_dataset(tmp_path / "a.csv")
+
+
+def test_extxyz_inconsistent_atom_counts(tmp_path, data_dir):
+    lines = open(data_dir / "rmd17_ethanol_100.xyz").read().splitlines(keepends=True)
+    frame = 11  # 9 atoms + 2 header lines
+    second = lines[frame : 2 * frame]
+    broken = lines[:frame] + ["8\n", second[1]] + second[2:-1]
+    path = tmp_path / "broken.xyz"
+    path.write_text("".join(broken))
+    with pytest.raises(ShapeError, match="frame 1 holds 8 atoms"):
+        read_extxyz(path)
+
+
+# --- splits -------------------------------------------------------------------------------------------
+@pytest.fixture
+def ethanol(data_dir) -> MolecularDataset:
+    return read_npz(data_dir / "md17_ethanol_2000.npz")
+
+
+def test_split_is_seeded_disjoint_and_test_takes_the_rest(ethanol):
+    a = make_split(ethanol, n_train=100, n_val=50, seed=3)
+    b = make_split(ethanol, n_train=100, n_val=50, seed=3)
+    c = make_split(ethanol, n_train=100, n_val=50, seed=4)
+    np.testing.assert_array_equal(a.train, b.train)
+    assert not np.array_equal(a.train, c.train)
+    assert len(a.test) == 2000 - 150
+    union = np.concatenate([a.train, a.val, a.test])
+    assert np.unique(union).size == 2000
+    fixed = make_split(ethanol, n_train=100, n_val=50, n_test=10, seed=3)
+    assert len(fixed.test) == 10
+
+
+def test_split_file_round_trip(tmp_path, ethanol):
+    split = make_split(ethanol, 20, 10, 30, seed=1)
+    back = Split.load(split.save(tmp_path / "split.npz"))
+    np.testing.assert_array_equal(back.train, split.train)
+    np.testing.assert_array_equal(back.test, split.test)
+    assert back.fingerprint == ethanol.fingerprint and back.seed == 1
+    check_split(back, ethanol)
+
+
+def test_split_errors(ethanol, data_dir):
+    with pytest.raises(SplitError, match="holds 2000 frames"):
+        make_split(ethanol, n_train=1990, n_val=20)
+    with pytest.raises(SplitError, match="holds 2000 frames"):
+        make_split(ethanol, n_train=10, n_val=10, n_test=1990)
+    other = read_npz(data_dir / "ethanol_ccsd_t-train.npz")
+    with pytest.raises(SplitError, match="made for dataset"):
+        check_split(make_split(other, 10, 10), ethanol)
+    overlapping = Split(np.array([1, 2]), np.array([2, 3]), np.array([4]), ethanol.fingerprint)
+    with pytest.raises(SplitError, match="repeats a geometry"):
+        check_split(overlapping, ethanol)
+
+
+def test_duplicate_geometry_across_splits_is_refused(ethanol):
+    R = np.array(ethanol.R[:20])
+    R[7] = R[2]  # the file holds the same geometry twice
+    dup = MolecularDataset(R=R, z=ethanol.z, E=ethanol.E[:20], F=ethanol.F[:20])
+    split = Split(np.array([2, 3]), np.array([7]), np.array([10]), dup.fingerprint)
+    with pytest.raises(SplitError, match="frame 7 .*repeats a geometry in the train"):
+        check_split(split, dup)
