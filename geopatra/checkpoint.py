@@ -37,7 +37,7 @@ def describe_run(potential: Potential, datamodule) -> dict[str, Any]:
             "fingerprint": dataset.fingerprint,
             "name": dataset.name,
             "theory": dataset.theory,
-            "source": dataset.source,
+            "source": str(Path(dataset.source).resolve()) if dataset.source else "",
             "z": dataset.z.tolist(),
         },
         "split": {key: getattr(split, key).tolist() for key in ("train", "val", "test")},

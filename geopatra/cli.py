@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         from geopatra.md import main as md_main
 
         return md_main(argv[1:])
+    if argv and argv[0] == "compare":
+        from geopatra.reports import compare_runs
+
+        print(compare_runs(argv[1:]))
+        return 0
     if argv and argv[0] == "summary":
         from geopatra.data import read_dataset
 

@@ -61,3 +61,19 @@ def plot_parity(predictions: list[dict[str, torch.Tensor]], metrics: dict[str, f
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def compare_runs(run_dirs: list[str]) -> str:
+    """A side-by-side markdown table of the test metrics of several run directories."""
+    rows = []
+    for run_dir in run_dirs:
+        payload = json.loads((Path(run_dir) / "metrics.json").read_text())
+        rows.append((Path(run_dir).name, payload))
+    header = "| metric | " + " | ".join(f"{name} ({p['model']})" for name, p in rows) + " |"
+    lines = [header, "|---|" + "---:|" * len(rows)]
+    for metric in rows[0][1]["metrics"] if rows else []:
+        values = " | ".join(f"{p['metrics'].get(metric, float('nan')):.4f}" for _, p in rows)
+        lines.append(f"| {metric} | {values} |")
+    if rows:
+        lines.append("| test frames | " + " | ".join(str(p["n_test_frames"]) for _, p in rows) + " |")
+    return "\n".join(lines)

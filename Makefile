@@ -1,0 +1,42 @@
+# geopatra: two commands do everything, each making its own .venv.
+#   make demo   install, train both models on the bundled data, test them, run MD from each checkpoint
+#   make test   install and run the test suite (CI runs exactly this)
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+GEOPATRA := $(VENV)/bin/geopatra
+STAMP  := $(VENV)/.installed
+DEMO_RUNS := runs/demo
+
+.PHONY: demo test install bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, pinned to the local CPU wheel: a bare requirement could pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+demo: $(STAMP)
+	$(GEOPATRA) summary bundled
+	$(GEOPATRA) fit --config configs/sgdml_demo.yaml
+	$(GEOPATRA) test --config configs/sgdml_demo.yaml --ckpt_path $(DEMO_RUNS)/sgdml/checkpoints/last.ckpt
+	$(GEOPATRA) fit --config configs/geopatra_demo.yaml
+	$(GEOPATRA) test --config configs/geopatra_demo.yaml --ckpt_path $(DEMO_RUNS)/geopatra/checkpoints/last.ckpt
+	$(GEOPATRA) compare $(DEMO_RUNS)/sgdml $(DEMO_RUNS)/geopatra
+	$(GEOPATRA) md --checkpoint $(DEMO_RUNS)/sgdml/checkpoints/last.ckpt --ensemble nve \
+		--temperature 300 --timestep 0.5 --steps 2000 --output $(DEMO_RUNS)/sgdml/md
+	$(GEOPATRA) md --checkpoint $(DEMO_RUNS)/geopatra/checkpoints/last.ckpt --ensemble nve \
+		--temperature 300 --timestep 0.5 --steps 2000 --output $(DEMO_RUNS)/geopatra/md
+
+clean:
+	rm -rf $(DEMO_RUNS) .pytest_cache

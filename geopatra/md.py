@@ -1,0 +1,264 @@
+"""Molecular dynamics with a geopatra checkpoint through ASE, with an energy-conservation report.
+
+    geopatra md --checkpoint RUN/checkpoints/last.ckpt --from-split test --ensemble nve \
+        --temperature 300 --timestep 0.5 --steps 2000 --output RUN/md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.md.langevin import Langevin
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
+from ase.md.verlet import VelocityVerlet
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+#: Closest approach [Å] below which a run counts as exploded.
+MIN_DISTANCE_ANGSTROM = 0.5
+#: Total-energy change [eV/atom] beyond which an NVE run counts as exploded.
+MAX_ENERGY_CHANGE_EV_PER_ATOM = 1.0
+
+
+@dataclass
+class MDReport:
+    """Summary of a trajectory; energies in eV, times in ps, drift in meV/atom/ps."""
+
+    steps: int
+    timestep_fs: float
+    n_atoms: int
+    drift_mev_per_atom_ps: float
+    drift_over_kinetic_fluctuation: float
+    total_energy_std_mev_per_atom: float
+    kinetic_energy_std_mev_per_atom: float
+    max_force_ev_per_angstrom: float
+    min_distance_angstrom: float
+    mean_temperature_k: float
+    exploded: bool
+    reason: str = ""
+
+
+def min_distance(positions: np.ndarray) -> float:
+    """Closest interatomic distance [Å] of positions [n_atoms, 3]."""
+    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    return float(d[np.triu_indices(len(positions), 1)].min())
+
+
+def drift_report(
+    time_ps: np.ndarray, e_pot: np.ndarray, e_kin: np.ndarray, n_atoms: int, ensemble: str = "nve"
+) -> tuple[float, float, float, float]:
+    """Linear-fit drift of E_tot [meV/atom/ps], |drift over the run| / std(E_kin), std(E_tot) and
+    std(E_kin) [meV/atom]. Energies in eV."""
+    e_tot = (e_pot + e_kin) / n_atoms * 1e3
+    slope = float(np.polyfit(time_ps, e_tot, 1)[0]) if len(time_ps) > 1 else 0.0
+    kin_std = float(np.std(e_kin / n_atoms * 1e3))
+    duration = float(time_ps[-1] - time_ps[0]) if len(time_ps) > 1 else 0.0
+    ratio = abs(slope) * duration / kin_std if kin_std > 0 else math.inf
+    return slope, ratio, float(np.std(e_tot)), kin_std
+
+
+def run_md(
+    atoms: Atoms,
+    *,
+    ensemble: str = "nve",
+    temperature: float = 300.0,
+    timestep_fs: float = 0.5,
+    steps: int = 1000,
+    friction_per_fs: float = 0.01,
+    log_every: int = 1,
+    seed: int = 0,
+    output: Path | None = None,
+    write_every: int = 10,
+    progress: bool = True,
+) -> tuple[MDReport, dict[str, np.ndarray]]:
+    """Run dynamics on ``atoms`` (calculator attached) and report conservation and sanity.
+
+    Velocities are drawn from Maxwell–Boltzmann at ``temperature`` [K] (seeded), without net momentum
+    or rotation. Returns the report and the logged series (time [ps], e_pot, e_kin [eV], ...).
+    """
+    rng = np.random.default_rng(seed)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=rng)
+    Stationary(atoms)
+    ZeroRotation(atoms)
+    dt = timestep_fs * units.fs
+    if ensemble == "nve":
+        dyn = VelocityVerlet(atoms, timestep=dt)
+    elif ensemble == "langevin":
+        dyn = Langevin(
+            atoms, timestep=dt, temperature_K=temperature, friction=friction_per_fs / units.fs, rng=rng
+        )
+    else:
+        raise ValueError(f"ensemble {ensemble!r}; expected 'nve' or 'langevin'")
+    trajectory = None
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        trajectory = output / "trajectory.extxyz"
+        trajectory.unlink(missing_ok=True)
+    series: dict[str, list[float]] = {k: [] for k in ("time_ps", "e_pot", "e_kin", "max_force", "d_min")}
+    n = len(atoms)
+    e0 = atoms.get_potential_energy() + atoms.get_kinetic_energy()
+    reason = ""
+    bar = tqdm(total=steps, desc=f"MD {ensemble}", disable=not progress, unit="step")
+
+    def record() -> None:
+        nonlocal reason
+        forces = atoms.get_forces()
+        e_pot, e_kin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        series["time_ps"].append(dyn.get_time() / (1000 * units.fs))
+        series["e_pot"].append(e_pot)
+        series["e_kin"].append(e_kin)
+        series["max_force"].append(float(np.linalg.norm(forces, axis=1).max()))
+        series["d_min"].append(min_distance(atoms.positions))
+        if trajectory is not None and dyn.nsteps % write_every == 0:
+            atoms.write(trajectory, format="extxyz", append=True)
+        if series["d_min"][-1] < MIN_DISTANCE_ANGSTROM:
+            reason = f"atoms {series['d_min'][-1]:.2f} Å apart at step {dyn.nsteps}"
+        elif not np.isfinite(e_pot + e_kin) or (
+            ensemble == "nve" and abs(e_pot + e_kin - e0) / n > MAX_ENERGY_CHANGE_EV_PER_ATOM
+        ):
+            reason = f"total energy blew up at step {dyn.nsteps}"
+        bar.update(dyn.nsteps - bar.n)
+        if reason:
+            raise _Exploded(reason)
+
+    dyn.attach(record, interval=log_every)
+    try:
+        dyn.run(steps)  # observers also see step 0
+    except _Exploded:
+        logger.error("MD exploded: %s", reason)
+    finally:
+        bar.close()
+    arrays = {k: np.asarray(v) for k, v in series.items()}
+    slope, ratio, tot_std, kin_std = drift_report(arrays["time_ps"], arrays["e_pot"], arrays["e_kin"], n)
+    ekin_per_dof = arrays["e_kin"] / (1.5 * n * units.kB)
+    report = MDReport(
+        steps=int(dyn.nsteps),
+        timestep_fs=timestep_fs,
+        n_atoms=n,
+        drift_mev_per_atom_ps=slope,
+        drift_over_kinetic_fluctuation=ratio,
+        total_energy_std_mev_per_atom=tot_std,
+        kinetic_energy_std_mev_per_atom=kin_std,
+        max_force_ev_per_angstrom=float(arrays["max_force"].max()),
+        min_distance_angstrom=float(arrays["d_min"].min()),
+        mean_temperature_k=float(ekin_per_dof.mean()),
+        exploded=bool(reason),
+        reason=reason,
+    )
+    if output is not None:
+        np.savez(output / "energies.npz", **arrays)
+        (output / "report.json").write_text(json.dumps(asdict(report), indent=2))
+        plot_energies(arrays, n, output / "energies.png", title=f"{ensemble.upper()} {timestep_fs} fs")
+    return report, arrays
+
+
+class _Exploded(RuntimeError):
+    pass
+
+
+def plot_energies(series: dict[str, np.ndarray], n_atoms: int, path: Path, title: str = "") -> None:
+    """Potential, kinetic and total energy [meV/atom, relative to the start] against time [ps]."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = series["time_ps"]
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for key, label in (("e_pot", "potential"), ("e_kin", "kinetic")):
+        axes[0].plot(t, (series[key] - series[key][0]) / n_atoms * 1e3, label=label, lw=0.8)
+    e_tot = (series["e_pot"] + series["e_kin"]) / n_atoms * 1e3
+    axes[0].plot(t, e_tot - e_tot[0], label="total", lw=1.2, color="k")
+    axes[0].set_ylabel("E − E(0) [meV/atom]")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(t, e_tot - e_tot[0], color="k", lw=0.8)
+    if len(t) > 1:
+        fit = np.polyval(np.polyfit(t, e_tot, 1), t)
+        axes[1].plot(t, fit - e_tot[0], "r--", lw=1, label="linear fit")
+        axes[1].legend(loc="upper right")
+    axes[1].set_ylabel("E_tot − E_tot(0) [meV/atom]")
+    axes[1].set_xlabel("time [ps]")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _starting_structure(args: argparse.Namespace, record: dict) -> Atoms:
+    if args.structure:
+        import ase.io
+
+        return ase.io.read(args.structure)
+    from geopatra.data import read_dataset
+    from geopatra.errors import SplitError
+
+    dataset = read_dataset(record["dataset"]["source"])
+    if dataset.fingerprint != record["dataset"]["fingerprint"]:
+        raise SplitError(
+            f"{record['dataset']['source']} changed since training (sha256 differs); pass --structure"
+        )
+    frame = int(record["split"][args.from_split][0])
+    return Atoms(numbers=dataset.z, positions=dataset.R[frame])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="geopatra md", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a geopatra .ckpt")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--structure", help="starting geometry (any ASE-readable file, Å)")
+    source.add_argument("--from-split", choices=("train", "val", "test"), default="test",
+                        help="start from the first frame of this subset of the checkpoint's data")
+    p.add_argument("--ensemble", choices=("nve", "langevin"), default="nve")
+    p.add_argument("--temperature", type=float, default=300.0, help="initial/bath temperature [K]")
+    p.add_argument("--timestep", type=float, default=0.5, help="time step [fs]")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--friction", type=float, default=0.01, help="Langevin friction [1/fs]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--write-every", type=int, default=10, help="trajectory stride [steps]")
+    p.add_argument("--output", type=Path, required=True, help="directory for trajectory, log, PNG")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from geopatra.calculator import GeoPatraCalculator
+
+    calc = GeoPatraCalculator(args.checkpoint, device=args.device)
+    atoms = _starting_structure(args, calc.record)
+    atoms.calc = calc
+    report, _ = run_md(
+        atoms,
+        ensemble=args.ensemble,
+        temperature=args.temperature,
+        timestep_fs=args.timestep,
+        steps=args.steps,
+        friction_per_fs=args.friction,
+        seed=args.seed,
+        output=args.output,
+        write_every=args.write_every,
+    )
+    print(
+        f"{calc.kind} {args.ensemble} {report.steps} steps × {args.timestep} fs "
+        f"({report.steps * args.timestep / 1000:.2f} ps), {report.n_atoms} atoms\n"
+        f"  total-energy drift      {report.drift_mev_per_atom_ps:+.4f} meV/atom/ps\n"
+        f"  drift / σ(E_kin)        {report.drift_over_kinetic_fluctuation:.4f}\n"
+        f"  σ(E_tot), σ(E_kin)      {report.total_energy_std_mev_per_atom:.4f}, "
+        f"{report.kinetic_energy_std_mev_per_atom:.4f} meV/atom\n"
+        f"  max |F|                 {report.max_force_ev_per_angstrom:.3f} eV/Å\n"
+        f"  min distance            {report.min_distance_angstrom:.3f} Å\n"
+        f"  mean temperature        {report.mean_temperature_k:.1f} K\n"
+        f"  output                  {args.output}"
+    )
+    if report.exploded:
+        print(f"EXPLODED: {report.reason}")
+        return 3
+    return 0
