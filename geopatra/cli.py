@@ -34,15 +34,20 @@ class GeopatraCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def cli_kwargs() -> dict:
+    """The LightningCLI settings of the ``geopatra`` command (shared with the config tests)."""
+    return {
+        "model_class": ForceFieldTask,
+        "datamodule_class": MolecularDataModule,
+        "subclass_mode_model": True,
+        "seed_everything_default": 0,
+        "save_config_kwargs": {"overwrite": True},
+        "trainer_defaults": {"inference_mode": False, "default_root_dir": DEFAULT_RUN_DIR},
+    }
+
+
 def run_lightning(args: list[str] | None = None) -> GeopatraCLI:
-    return GeopatraCLI(
-        ForceFieldTask,
-        MolecularDataModule,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={"inference_mode": False, "default_root_dir": DEFAULT_RUN_DIR},
-        args=args,
-    )
+    return GeopatraCLI(**cli_kwargs(), args=args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,9 @@ class ForceFieldTask(L.LightningModule):
         min_lr: float = 1e-6,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["potential"])
+        # Under LightningCLI the potential is saved as its config (class_path + init_args), which is what
+        # `geopatra test --ckpt_path` re-parses; the weights travel in the state_dict either way.
+        self.save_hyperparameters(logger=False)
         self.potential = potential
         self.automatic_optimization = potential.trainable
         self._errors = {"val": ErrorAccumulator(), "test": ErrorAccumulator()}

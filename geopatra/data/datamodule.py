@@ -8,11 +8,13 @@ float64: the task casts to the model's dtype, so the kernel model keeps full pre
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
@@ -23,6 +25,24 @@ from geopatra.data.splits import Split, check_split, load_or_make_split
 logger = logging.getLogger(__name__)
 
 SPLIT_FILE_NAME = "split.npz"
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffles with a permutation that depends on (seed, epoch) only, so a resumed run sees the same
+    frame order in each epoch as an uninterrupted one (Lightning calls ``set_epoch``)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 def to_graphs(dataset: MolecularDataset) -> list[Data]:
@@ -140,13 +160,12 @@ class MolecularDataModule(L.LightningDataModule):
 
     def _loader(self, which: str, shuffle: bool) -> DataLoader:
         size = self.batch_size if which == "train" else self.eval_batch_size
-        generator = torch.Generator().manual_seed(self.seed)
+        graphs = to_graphs(self.subset(which))
         return DataLoader(
-            to_graphs(self.subset(which)),
+            graphs,
             batch_size=size,
-            shuffle=shuffle,
+            sampler=EpochShuffleSampler(len(graphs), self.seed) if shuffle else None,
             num_workers=self.num_workers,
-            generator=generator if shuffle else None,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -1,0 +1,229 @@
+"""Tests of the sGDML kernel model, its symmetries and the exact solver (float64 throughout)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geopatra.errors import IncompatibleMoleculeError, SolverError
+from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
+from geopatra.models.sgdml.descriptor import descriptor
+from geopatra.solvers.cholesky import solve_cholesky
+from geopatra.solvers.operator import DenseOperator, KernelOperator
+
+F64 = torch.float64
+DATA = Path(__file__).parent / "data"
+#: The 6 permutations of ethanol (z = C C O H H H H H H, methyl H 5-7, methylene H 3-4): methyl
+#: rotations (even permutations of 5, 6, 7) and the mirror plane, which swaps the CH2 hydrogens
+#: together with two methyl hydrogens (odd permutations of 5, 6, 7 with 3 <-> 4).
+ETHANOL_GROUP = sorted(
+    tuple([0, 1, 2] + h2 + h3 + [8])
+    for h2, h3s in (([3, 4], ([5, 6, 7], [6, 7, 5], [7, 5, 6])), ([4, 3], ([5, 7, 6], [7, 6, 5], [6, 5, 7])))
+    for h3 in h3s
+)
+
+
+@pytest.fixture(scope="module")
+def ethanol() -> dict[str, np.ndarray]:
+    d = np.load(DATA / "ethanol_ccsd_t-train.npz")
+    return {"R": d["R"], "z": d["z"], "E": d["E"].reshape(-1), "F": d["F"]}
+
+
+@pytest.fixture(scope="module")
+def golden() -> dict[str, np.ndarray]:
+    return dict(np.load(DATA / "sgdml_reference_ethanol.npz"))
+
+
+@pytest.fixture(scope="module")
+def fitted(ethanol: dict) -> SGDML:
+    """A small model on 30 ethanol frames with detected symmetries."""
+    idx = np.arange(0, 300, 10)
+    model = SGDML(sigmas=[20.0], lam=1e-6, solver="exact", max_symmetry_geometries=30)
+    return model.fit(ethanol["R"][idx], ethanol["z"], ethanol["E"][idx], ethanol["F"][idx])
+
+
+def _brute_force_kernel(R: torch.Tensor, perms: torch.Tensor, sigma: float) -> torch.Tensor:
+    """K[i, j] = Σ_p ∂²k(x(R_i), x(R_j[p])) / ∂R_i ∂R_j by autograd (off-diagonal frame blocks)."""
+    a = math.sqrt(5.0) / sigma
+
+    def k(Ri: torch.Tensor, Rj: torch.Tensor) -> torch.Tensor:
+        total = Ri.new_zeros(())
+        for p in perms:
+            r = torch.linalg.vector_norm(descriptor(Ri) - descriptor(Rj[p]))
+            total = total + (1 + a * r + a * a * r * r / 3) * torch.exp(-a * r)
+        return total
+
+    M, N = R.shape[:2]
+    d = 3 * N
+    K = torch.full((M * d, M * d), float("nan"), dtype=F64)
+    for i in range(M):
+        for j in range(M):
+            if i != j:
+                H = torch.autograd.functional.hessian(k, (R[i], R[j]))[0][1]
+                K[i * d : (i + 1) * d, j * d : (j + 1) * d] = H.reshape(d, d)
+    return K
+
+
+def test_kernel_matches_autograd_hessian_and_is_spd() -> None:
+    R = torch.randn(3, 5, 3, dtype=F64) * 1.5
+    perms = torch.tensor([[0, 1, 2, 3, 4], [0, 2, 1, 3, 4]])
+    op = SGDMLKernel(R, perms, sigma=2.0)
+    K = op.block(torch.arange(3), torch.arange(3))
+    ref = _brute_force_kernel(R, perms, 2.0)
+    off = ~torch.isnan(ref)
+    torch.testing.assert_close(K[off], ref[off], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(K, K.T, rtol=0, atol=1e-13)
+    # PSD, with exactly the 6 rigid motions of each frame in the null space (invariant descriptor).
+    eig = torch.linalg.eigvalsh(K)
+    assert eig.min() >= -1e-12 * eig.max()
+    assert int((eig < 1e-9 * eig.max()).sum()) == 6 * 3
+    assert torch.linalg.cholesky_ex(K + 1e-8 * torch.eye(op.n, dtype=F64)).info == 0
+    # The operator protocol: matvec, columns and diagonal agree with the dense blocks.
+    assert isinstance(op, KernelOperator)
+    v = torch.randn(op.n, dtype=F64)
+    torch.testing.assert_close(op.matvec(v), K @ v, rtol=1e-11, atol=1e-11)
+    idx = torch.tensor([40, 2, 17, 3])
+    torch.testing.assert_close(op.columns(idx), K[:, idx], rtol=0, atol=1e-13)
+    torch.testing.assert_close(op.diagonal(), K.diagonal(), rtol=0, atol=1e-13)
+
+
+def test_exact_solver_matches_dense_solve() -> None:
+    A = torch.randn(60, 40, dtype=F64)
+    K = A @ A.T  # PSD, rank 40
+    b = torch.randn(60, dtype=F64)
+    res = solve_cholesky(DenseOperator(K), b, 0.5, block_columns=7, progress=False)
+    ref = torch.linalg.solve(K + 0.5 * torch.eye(60, dtype=F64), b)
+    torch.testing.assert_close(res.x, ref, rtol=1e-11, atol=1e-12)
+    assert res.iterations == 0 and res.method == "cholesky" and res.residual < 1e-10
+
+
+def test_exact_solver_jitter_warns_and_budget_refuses() -> None:
+    A = torch.randn(30, 5, dtype=F64)
+    K = A @ A.T
+    K.diagonal().sub_(1e-9 * float(K.diagonal().mean()))  # slightly indefinite
+    with pytest.warns(RuntimeWarning, match="jitter"):
+        res = solve_cholesky(DenseOperator(K), torch.randn(30, dtype=F64), 0.0, progress=False)
+    assert res.method == "cholesky+jitter" and torch.isfinite(res.x).all()
+    with pytest.raises(SolverError, match="solver: iterative"):
+        solve_cholesky(DenseOperator(K), torch.randn(30, dtype=F64), 1e-3, memory_budget_gb=1e-6)
+
+
+def test_model_refuses_exact_over_budget(ethanol: dict) -> None:
+    model = SGDML(sigmas=[20.0], solver="exact", memory_budget_gb=1e-4, use_symmetries=False)
+    with pytest.raises(SolverError, match="memory_budget_gb"):
+        model.fit(ethanol["R"][:20], ethanol["z"], ethanol["E"][:20], ethanol["F"][:20])
+
+
+def test_symmetry_detection_ethanol_deterministic(ethanol: dict, golden: dict) -> None:
+    R = ethanol["R"][golden["train_indices"]]
+    perms = find_permutations(R, ethanol["z"], max_geometries=40)
+    assert [tuple(p) for p in perms] == ETHANOL_GROUP
+    # The reference sGDML finds the same group on the same training frames.
+    assert sorted(tuple(p) for p in golden["perms"]) == ETHANOL_GROUP
+    np.testing.assert_array_equal(find_permutations(R, ethanol["z"], max_geometries=40), perms)
+    # Cap: a group larger than max_symmetries is not accepted.
+    assert len(find_permutations(R, ethanol["z"], max_geometries=40, max_symmetries=4)) < 6
+
+
+def test_golden_agreement_with_reference_sgdml(ethanol: dict, golden: dict) -> None:
+    """Same frames, σ, λ and permutations as sGDML 1.0.3 (``experiments/sgdml_reference``).
+
+    sGDML solves with labels scaled by their std and stores -α; the predictions are invariant to
+    that. Both integration constants are mean(E_train - Ê_train); they differ only by rounding of
+    the large un-shifted energies, so energies are compared after aligning the means.
+    """
+    tr, te = golden["train_indices"], golden["test_indices"]
+    model = SGDML(
+        sigmas=[float(golden["sigma"])], lam=float(golden["lam"]),
+        permutations=golden["perms"].tolist(), solver="exact",
+    ).fit(ethanol["R"][tr], ethanol["z"], ethanol["E"][tr], ethanol["F"][tr])
+    E, F = model.predict(ethanol["R"][te])
+    F_ref, E_ref = golden["F_pred"], golden["E_pred"]
+    rel_rms = np.sqrt(((F.numpy() - F_ref) ** 2).mean() / (F_ref**2).mean())
+    assert rel_rms <= 1e-6
+    dE = E.numpy() - E_ref
+    assert np.abs(dE - dE.mean()).max() <= 1e-5
+    assert abs(dE.mean()) <= 1e-2  # the constants themselves agree to rounding
+
+
+def test_forces_autograd_equal_analytic(fitted: SGDML, ethanol: dict) -> None:
+    R = ethanol["R"][500:520]
+    _, F = fitted.predict(R)
+    Fa = fitted.predict_forces_analytic(R)
+    rel = torch.linalg.vector_norm(F - Fa) / torch.linalg.vector_norm(Fa)
+    assert rel <= 1e-8
+    # Also at a training geometry (r = 0 for the identity permutation).
+    _, Ft = fitted.predict(fitted.R_train[:2])
+    assert torch.isfinite(Ft).all()
+    torch.testing.assert_close(Ft, fitted.predict_forces_analytic(fitted.R_train[:2]), rtol=1e-8, atol=1e-8)
+
+
+def test_forces_finite_differences(fitted: SGDML, ethanol: dict) -> None:
+    R = torch.as_tensor(ethanol["R"][700], dtype=F64)
+    _, F = fitted.predict(R[None])
+    h = 1e-4
+    for atom, k in [(0, 0), (2, 1), (5, 2), (8, 0)]:
+        Rp, Rm = R.clone(), R.clone()
+        Rp[atom, k] += h
+        Rm[atom, k] -= h
+        fd = -(fitted.predict_energy(Rp[None]) - fitted.predict_energy(Rm[None])) / (2 * h)
+        assert abs(float(fd) - float(F[0, atom, k])) <= 1e-6 * max(1.0, abs(float(fd)))
+
+
+def test_permutation_invariance(fitted: SGDML, ethanol: dict) -> None:
+    assert int(fitted.n_perms) == 6
+    R = torch.as_tensor(ethanol["R"][800:804], dtype=F64)
+    E0 = fitted.predict_energy(R)
+    for p in fitted.perms:
+        torch.testing.assert_close(fitted.predict_energy(R[:, p]), E0, rtol=1e-12, atol=1e-8)
+
+
+def test_forward_batch_matches_predict(fitted: SGDML, ethanol: dict) -> None:
+    from geopatra.models.forces import energy_and_forces
+
+    R = torch.as_tensor(ethanol["R"][900:903], dtype=F64)
+    z = torch.as_tensor(ethanol["z"]).repeat(3)
+    batch = torch.arange(3).repeat_interleave(9)
+    E, F = energy_and_forces(fitted, R.reshape(-1, 3), z, batch, 3)
+    E2, F2 = fitted.predict(R)
+    torch.testing.assert_close(E, E2, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(F, F2.reshape(-1, 3), rtol=1e-10, atol=1e-10)
+
+
+def test_state_dict_round_trip(fitted: SGDML, ethanol: dict) -> None:
+    fresh = SGDML(sigmas=[20.0], solver="exact", max_symmetry_geometries=30)
+    assert not fresh.is_fitted
+    fresh.load_state_dict(fitted.state_dict())
+    assert fresh.is_fitted and float(fresh.sigma) == 20.0
+    R = ethanol["R"][600:605]
+    E1, F1 = fitted.predict(R)
+    E2, F2 = fresh.predict(R)
+    assert torch.equal(E1, E2) and torch.equal(F1, F2)
+    assert torch.equal(fresh.train_indices, fitted.train_indices)
+
+
+def test_wrong_molecule_raises(fitted: SGDML, ethanol: dict) -> None:
+    z = torch.as_tensor(ethanol["z"])
+    with pytest.raises(IncompatibleMoleculeError, match="atomic numbers"):
+        fitted.check_atoms(z[[1, 0, 2, 3, 4, 5, 6, 7, 8]].flip(0))
+    with pytest.raises(IncompatibleMoleculeError):
+        fitted.check_atoms(z[:8])
+    with pytest.raises(IncompatibleMoleculeError):
+        fitted.predict(ethanol["R"][:2, :8])
+    pos = torch.as_tensor(ethanol["R"][0, :8], dtype=F64)
+    with pytest.raises(IncompatibleMoleculeError):
+        fitted(pos, z[:8], torch.zeros(8, dtype=torch.long), 1)
+
+
+def test_sigma_selected_on_validation(ethanol: dict) -> None:
+    tr, va = np.arange(0, 200, 10), np.arange(5, 200, 10)
+    model = SGDML(sigmas=[0.5, 20.0], use_symmetries=False, solver="exact")
+    model.fit(ethanol["R"][tr], ethanol["z"], ethanol["E"][tr], ethanol["F"][tr],
+              R_val=ethanol["R"][va], F_val=ethanol["F"][va])
+    assert set(model.sigma_scores_) == {0.5, 20.0}
+    assert float(model.sigma) == min(model.sigma_scores_, key=model.sigma_scores_.get)
+    assert model.sigma_scores_[0.5] != model.sigma_scores_[20.0]
