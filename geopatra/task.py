@@ -99,9 +99,13 @@ class ForceFieldTask(L.LightningModule):
         if not self.potential.is_fitted:
             self.potential.fit_to_data(train, val)
         self.trainer.fit_loop.max_epochs = 1
+        self.trainer.limit_train_batches = 1
 
     def training_step(self, batch, batch_idx: int):
         if not self.potential.trainable:
+            # The solve in on_fit_start is this model's one optimisation step; stepping the (empty)
+            # optimiser records it, so checkpointing and resuming see a finished epoch.
+            self.optimizers().step()
             return None
         energy, forces = self(batch, training=True)
         loss_e = self._loss(energy, batch.energy)

@@ -22,3 +22,28 @@ def _seed() -> None:
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+ROOT = Path(__file__).parents[1]
+TINY_CONFIGS = {
+    "geopatra": ROOT / "tests/configs/geopatra_tiny.yaml",
+    "sgdml": ROOT / "tests/configs/sgdml_tiny.yaml",
+}
+
+
+@pytest.fixture(scope="session")
+def bundled_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Both model kinds trained by `geopatra fit` on the bundled 42-atom dataset (small settings):
+    {kind: path to last.ckpt}. Trained once per test session."""
+    from geopatra.cli import main
+
+    paths = {}
+    for kind, config in TINY_CONFIGS.items():
+        run = tmp_path_factory.mktemp(f"bundled_{kind}")
+        main([
+            "fit", "--config", str(config), "--data.path", "bundled", "--data.n_train", "16",
+            "--data.n_val", "8", "--data.n_test", "8", "--trainer.max_epochs", "2",
+            "--trainer.default_root_dir", str(run),
+        ])
+        paths[kind] = run / "checkpoints" / "last.ckpt"
+    return paths

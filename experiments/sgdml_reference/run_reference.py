@@ -1,0 +1,198 @@
+"""Run the reference sGDML 1.0.3 (Chmiela et al.) for golden tests and side-by-side timings.
+
+Usage (from the repository root; the script re-executes itself inside its own venv):
+
+    python3 experiments/sgdml_reference/run_reference.py golden
+    python3 experiments/sgdml_reference/run_reference.py compare --data DATA.npz --m 100 200
+
+``golden``: trains the reference on fixed frames of ``tests/data/ethanol_ccsd_t-train.npz`` with a
+fixed σ, λ and the reference's own symmetry detection, and writes its predictions on 200 other
+frames to ``tests/data/sgdml_reference_ethanol.npz``.
+
+``compare``: for each M, trains the reference (fixed σ grid, validation on other frames) on a
+42-atom dataset and records training time, peak memory (ru_maxrss), test MAE and prediction speed
+into ``experiments/work/sgdml_reference_<M>.json`` (geopatra's side is run by
+``compare_geopatra.py``).
+
+The venv ``experiments/.venv-sgdml`` (gitignored) is created on first use with
+``pip install sgdml "numpy<2"``. The reference runs with OPENBLAS_NUM_THREADS=1 as instructed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / "experiments" / ".venv-sgdml"
+VPY = VENV / "bin" / "python"
+GOLDEN_DATA = ROOT / "tests" / "data" / "ethanol_ccsd_t-train.npz"
+GOLDEN_OUT = ROOT / "tests" / "data" / "sgdml_reference_ethanol.npz"
+
+#: Golden setup: 100 training frames, 200 test frames, fixed σ and λ.
+GOLDEN_TRAIN = list(range(0, 1000, 10))
+GOLDEN_TEST = [i for i in range(3, 1000, 5)][:200]
+GOLDEN_SIGMA = 20.0
+GOLDEN_LAMBDA = 1e-10
+
+
+def ensure_venv() -> None:
+    """Create the reference venv if needed, then re-exec inside it."""
+    if Path(sys.prefix).resolve() == VENV.resolve():
+        return
+    if not VPY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(VPY), "-m", "pip", "install", "sgdml", "numpy<2"], check=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    os.execve(str(VPY), [str(VPY), __file__, *sys.argv[1:]], env)
+
+
+def make_task(R, z, E, F, idx_train, sig, lam, perms):
+    """A reference ``task`` dict (what GDMLTrain.create_task builds) with our fixed choices."""
+    import numpy as np
+
+    return {
+        "type": "t",
+        "code_version": "1.0.3",
+        "dataset_name": "ethanol",
+        "dataset_theory": "unknown",
+        "z": z,
+        "R_train": R[idx_train],
+        "F_train": F[idx_train],
+        "E_train": E[idx_train],
+        "idxs_train": np.asarray(idx_train),
+        "md5_train": "0",
+        "idxs_valid": np.asarray([], dtype=int),
+        "md5_valid": "0",
+        "sig": sig,
+        "lam": lam,
+        "use_E": True,
+        "use_E_cstr": False,
+        "use_sym": perms.shape[0] > 1,
+        "perms": perms,
+    }
+
+
+def train_reference(R, z, E, F, idx_train, sig, lam, perms):
+    from sgdml.train import GDMLTrain
+
+    trainer = GDMLTrain(max_processes=1)
+    return trainer.train(make_task(R, z, E, F, idx_train, sig, lam, perms))
+
+
+def golden() -> None:
+    import numpy as np
+    import sgdml
+    from sgdml.predict import GDMLPredict
+    from sgdml.utils import perm as sperm
+
+    d = np.load(GOLDEN_DATA)
+    R, z, E, F = d["R"], d["z"], d["E"].reshape(-1), d["F"]
+    idx_train, idx_test = np.array(GOLDEN_TRAIN), np.array(GOLDEN_TEST)
+    if np.intersect1d(idx_train, idx_test).size:
+        raise RuntimeError("golden train and test frames overlap")
+    perms = sperm.find_perms(R[idx_train], z, max_processes=1)
+    model = train_reference(R, z, E, F, idx_train, GOLDEN_SIGMA, GOLDEN_LAMBDA, perms)
+    predictor = GDMLPredict(model, max_processes=1)
+    E_pred, F_pred = predictor.predict(R[idx_test].reshape(len(idx_test), -1))
+    np.savez(
+        GOLDEN_OUT,
+        train_indices=idx_train,
+        test_indices=idx_test,
+        sigma=GOLDEN_SIGMA,
+        lam=GOLDEN_LAMBDA,
+        perms=perms,
+        E_pred=E_pred,
+        F_pred=F_pred.reshape(len(idx_test), -1, 3),
+        c=model["c"],
+        alphas_F=model["alphas_F"],
+        std=model["std"],
+        reference_version=sgdml.__version__,
+        source=str(GOLDEN_DATA.relative_to(ROOT)),
+    )
+    print(f"wrote {GOLDEN_OUT} ({len(perms)} permutations, c = {model['c']:.6f})")
+
+
+def compare(data: Path, ms: list[int], sigmas: list[float], n_valid: int, n_test: int) -> None:
+    import numpy as np
+    from sgdml.predict import GDMLPredict
+    from sgdml.utils import perm as sperm
+
+    d = np.load(data)
+    R, z, E, F = d["R"], d["z"], d["E"].reshape(-1), d["F"]
+    out_dir = ROOT / "experiments" / "work"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for m in ms:
+        split = split_indices(len(E), m, n_valid, n_test)
+        t0 = time.perf_counter()
+        perms = sperm.find_perms(R[split["train"]], z, max_processes=1)
+        t_perm = time.perf_counter() - t0
+        best = None
+        per_sigma = []
+        for sig in sigmas:
+            t1 = time.perf_counter()
+            model = train_reference(R, z, E, F, split["train"], sig, 1e-10, perms)
+            pred = GDMLPredict(model, max_processes=1)
+            _, Fv = pred.predict(R[split["valid"]].reshape(n_valid, -1))
+            mae = float(np.abs(Fv.reshape(F[split["valid"]].shape) - F[split["valid"]]).mean())
+            per_sigma.append({"sigma": sig, "seconds": time.perf_counter() - t1, "val_F_mae": mae})
+            if best is None or mae < best[0]:
+                best = (mae, sig, model)
+        t_train = time.perf_counter() - t0
+        pred = GDMLPredict(best[2], max_processes=1)
+        t2 = time.perf_counter()
+        Et, Ft = pred.predict(R[split["test"]].reshape(n_test, -1))
+        t_pred = time.perf_counter() - t2
+        res = {
+            "M": m,
+            "n_perms": int(len(perms)),
+            "sigma": best[1],
+            "perm_seconds": t_perm,
+            "train_seconds": t_train,
+            "per_sigma": per_sigma,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "test_F_mae": float(np.abs(Ft.reshape(F[split["test"]].shape) - F[split["test"]]).mean()),
+            "test_E_mae": float(np.abs(Et - E[split["test"]]).mean()),
+            "predict_seconds_per_frame": t_pred / n_test,
+        }
+        (out_dir / f"sgdml_reference_{m}.json").write_text(json.dumps(res, indent=1))
+        print(json.dumps(res, indent=1))
+
+
+def split_indices(n: int, m: int, n_valid: int, n_test: int) -> dict:
+    """Deterministic disjoint split: train = evenly spaced, valid/test from the rest (seed 0)."""
+    import numpy as np
+
+    train = np.unique(np.linspace(0, n - 1, m).round().astype(int))
+    rest = np.setdiff1d(np.arange(n), train)
+    rng = np.random.default_rng(0)
+    rest = rng.permutation(rest)
+    return {"train": train, "valid": np.sort(rest[:n_valid]), "test": np.sort(rest[n_valid : n_valid + n_test])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    sub.add_parser("golden")
+    cmp = sub.add_parser("compare")
+    cmp.add_argument("--data", type=Path, required=True)
+    cmp.add_argument("--m", type=int, nargs="+", default=[100, 200])
+    cmp.add_argument("--sigmas", type=float, nargs="+", default=[20.0, 40.0, 80.0])
+    cmp.add_argument("--n-valid", type=int, default=200)
+    cmp.add_argument("--n-test", type=int, default=500)
+    args = parser.parse_args()
+    ensure_venv()
+    if args.mode == "golden":
+        golden()
+    else:
+        compare(args.data, args.m, args.sigmas, args.n_valid, args.n_test)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""The sGDML model (Chmiela et al. 2018, 2023) as a geopatra ``Potential``, float64.
+
+Training (``fit_to_data`` / ``fit``): detect the permutational symmetries, then for each σ of the
+grid solve ``(K_σ + λI) α = F_train`` (exact Cholesky or matrix-free PCG) and score the force MAE
+on the validation set; keep the best σ. The integration constant is ``c = mean(E_train - Ê_train)``
+(the reference's least-squares constant). Descriptors, pair gradients and descriptor permutations
+are computed once and shared across the σ grid (:meth:`SGDMLKernel.with_sigma`).
+
+Prediction: the energy is the kernel-gradient contraction with α (see
+:mod:`geopatra.models.sgdml.kernel`), forces are ``-dE/dR`` by autograd; the analytic force
+predictor ``F = K α`` (:meth:`SGDML.predict_forces_analytic`) is kept for checks.
+
+The learned state (training geometries, α, permutations, z, σ, λ, c, train indices, dataset
+fingerprint) lives in buffers, so a ``state_dict`` rebuilds a fitted model in a fresh instance.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from geopatra.data.dataset import MolecularDataset
+from geopatra.errors import DataError, IncompatibleMoleculeError
+from geopatra.models.potential import Potential
+from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
+from geopatra.models.sgdml.kernel import SGDMLKernel
+from geopatra.models.sgdml.symmetries import find_permutations
+from geopatra.solvers.cholesky import exact_memory_bytes, solve_cholesky
+from geopatra.solvers.result import SolveResult
+
+logger = logging.getLogger(__name__)
+
+_BUFFERS = ("R_train", "alphas", "perms", "z", "sigma", "lam", "c", "train_indices", "fingerprint", "n_perms")
+
+
+class SGDML(Potential):
+    """Symmetric gradient-domain machine learning force field of one molecule.
+
+    Args:
+        sigmas: Matérn length scales to try (1/Å, descriptor units); the best on validation wins.
+        lam: ridge regulariser λ.
+        use_symmetries: detect permutational symmetries (else identity only).
+        max_symmetries: cap on the size of the detected group.
+        permutations: explicit permutations [S][N] (overrides detection; identity added).
+        solver: ``"exact"`` (Cholesky), ``"iterative"`` (PCG + Nyström) or ``"auto"`` (exact if it
+            fits ``memory_budget_gb``).
+        memory_budget_gb: memory the exact solver may use [GiB].
+        solver_tol: relative residual tolerance of the iterative solver.
+        device: compute device for training and prediction (default: CPU).
+        max_symmetry_geometries: training geometries matched for symmetry detection.
+        predict_chunk: frames per chunk in :meth:`predict`.
+    """
+
+    trainable = False
+    kind = "sgdml"
+
+    def __init__(
+        self,
+        sigmas: list[float] | None = None,
+        lam: float = 1e-10,
+        use_symmetries: bool = True,
+        max_symmetries: int = 512,
+        permutations: list[list[int]] | None = None,
+        solver: Literal["auto", "exact", "iterative"] = "auto",
+        memory_budget_gb: float = 8.0,
+        solver_tol: float = 1e-8,
+        device: str | None = None,
+        max_symmetry_geometries: int = 100,
+        predict_chunk: int = 64,
+    ) -> None:
+        super().__init__()
+        if solver not in ("auto", "exact", "iterative"):
+            raise ValueError(f"SGDML: solver must be 'auto', 'exact' or 'iterative'; got {solver!r}")
+        self.sigmas = list(sigmas) if sigmas is not None else [10.0, 20.0, 40.0, 80.0, 160.0]
+        self.lam_init = float(lam)
+        self.use_symmetries = use_symmetries
+        self.max_symmetries = max_symmetries
+        self.permutations = permutations
+        self.solver = solver
+        self.memory_budget_gb = memory_budget_gb
+        self.solver_tol = solver_tol
+        self.device_name = device
+        self.max_symmetry_geometries = max_symmetry_geometries
+        self.predict_chunk = predict_chunk
+        f64 = torch.float64
+        self.register_buffer("R_train", torch.zeros(0, 0, 3, dtype=f64))
+        self.register_buffer("alphas", torch.zeros(0, dtype=f64))
+        self.register_buffer("perms", torch.zeros(0, 0, dtype=torch.long))
+        self.register_buffer("z", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("sigma", torch.zeros((), dtype=f64))
+        self.register_buffer("lam", torch.tensor(float(lam), dtype=f64))
+        self.register_buffer("c", torch.zeros((), dtype=f64))
+        self.register_buffer("train_indices", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("fingerprint", torch.zeros(0, dtype=torch.uint8))
+        self.register_buffer("n_perms", torch.zeros((), dtype=torch.long))
+        self.solve_result_: SolveResult | None = None
+        self.sigma_scores_: dict[float, float] = {}
+        self._kernel_cache: tuple | None = None
+
+    # -------------------------------------------------------------------------------- state
+    @property
+    def is_fitted(self) -> bool:
+        return self.alphas.numel() > 0
+
+    @property
+    def compute_device(self) -> torch.device:
+        return torch.device(self.device_name) if self.device_name else self.R_train.device
+
+    @property
+    def fingerprint_hex(self) -> str:
+        return bytes(self.fingerprint.cpu().numpy().tolist()).decode() if self.fingerprint.numel() else ""
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        for name in _BUFFERS:
+            key = prefix + name
+            if key in state_dict and getattr(self, name).shape != state_dict[key].shape:
+                setattr(self, name, torch.empty_like(state_dict[key], device=getattr(self, name).device))
+        self._kernel_cache = None
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _weights(self) -> tuple[SGDMLKernel, Tensor, Tensor]:
+        """Operator of the fitted model and its permuted weights (cached until buffers reload)."""
+        key = (self.alphas.data_ptr(), self.alphas.numel(), str(self.compute_device), float(self.sigma))
+        if self._kernel_cache is None or self._kernel_cache[0] != key:
+            op = SGDMLKernel(self.R_train, self.perms, float(self.sigma), device=self.compute_device)
+            w_perm, q = op.weights(self.alphas.detach().to(op.device))
+            self._kernel_cache = (key, op, w_perm, q)
+        return self._kernel_cache[1:]
+
+    # -------------------------------------------------------------------------------- checks
+    def check_atoms(self, z: Tensor) -> None:
+        """Raise :class:`IncompatibleMoleculeError` unless ``z`` [N] is the trained molecule."""
+        if not self.is_fitted:
+            raise IncompatibleMoleculeError("SGDML: the model is not fitted yet; call fit_to_data first")
+        z = torch.as_tensor(z).reshape(-1).to("cpu", torch.long)
+        mine = self.z.to("cpu")
+        if z.shape != mine.shape or not torch.equal(z, mine):
+            raise IncompatibleMoleculeError(
+                f"SGDML: this model was trained on one molecule with atomic numbers "
+                f"{mine.tolist()} ({mine.numel()} atoms, in this order); got {z.tolist()} "
+                f"({z.numel()} atoms). sGDML models describe only the molecule they were trained on, "
+                f"with the same atom order"
+            )
+
+    # -------------------------------------------------------------------------------- training
+    def fit_to_data(self, train: MolecularDataset, val: MolecularDataset | None = None) -> None:
+        """Train on ``train``, choosing σ on ``val`` (or taking the first σ if ``val`` is None)."""
+        self.fit(
+            train.R, train.z, train.E, train.F,
+            R_val=None if val is None else val.R,
+            E_val=None if val is None else val.E,
+            F_val=None if val is None else val.F,
+            train_indices=train.indices,
+            fingerprint=train.fingerprint,
+        )
+
+    def fit(
+        self,
+        R: np.ndarray | Tensor,
+        z: np.ndarray | Tensor,
+        E: np.ndarray | Tensor | None,
+        F: np.ndarray | Tensor,
+        R_val: np.ndarray | Tensor | None = None,
+        E_val: np.ndarray | Tensor | None = None,
+        F_val: np.ndarray | Tensor | None = None,
+        *,
+        train_indices: np.ndarray | None = None,
+        fingerprint: str = "",
+    ) -> SGDML:
+        """Fit on positions ``R`` [M, N, 3] Å, ``z`` [N], energies ``E`` [M] kcal/mol (None: c = 0)
+        and forces ``F`` [M, N, 3] kcal/mol/Å; σ is chosen by force MAE on ``(R_val, F_val)``."""
+        dev = torch.device(self.device_name) if self.device_name else torch.device("cpu")
+        R_t = torch.as_tensor(np.asarray(R), dtype=torch.float64)
+        z_t = torch.as_tensor(np.asarray(z), dtype=torch.long).reshape(-1)
+        F_t = torch.as_tensor(np.asarray(F), dtype=torch.float64)
+        M, N = R_t.shape[0], z_t.numel()
+        if R_t.shape != (M, N, 3) or F_t.shape != (M, N, 3):
+            raise DataError(f"SGDML.fit: R {tuple(R_t.shape)} and F {tuple(F_t.shape)} must be ({M}, {N}, 3)")
+        perms = self._choose_permutations(R_t.numpy(), z_t.numpy())
+        logger.info("SGDML: %d permutational symmetries", perms.shape[0])
+        base = SGDMLKernel(R_t, torch.as_tensor(perms), self.sigmas[0], device=dev)
+        b = F_t.reshape(-1).to(dev)
+        has_val = R_val is not None and F_val is not None and len(self.sigmas) > 1
+        best: tuple[float, float, SolveResult] | None = None
+        self.sigma_scores_ = {}
+        for sigma in tqdm(self.sigmas if has_val else self.sigmas[:1], desc="sGDML σ grid", leave=False):
+            op = base.with_sigma(sigma)
+            result = self._solve(op, b)
+            if not has_val:
+                best = (math.nan, sigma, result)
+                break
+            Rv = torch.as_tensor(np.asarray(R_val), dtype=torch.float64, device=dev)
+            Fv = torch.as_tensor(np.asarray(F_val), dtype=torch.float64, device=dev)
+            w_perm, q = op.weights(result.x)
+            pred = vjp(pair_gradients(Rv), op.descriptor_forces(descriptor(Rv), w_perm, q))
+            mae = float((pred - Fv).abs().mean())
+            self.sigma_scores_[sigma] = mae
+            logger.info("SGDML: sigma %g -> validation force MAE %.4f kcal/mol/Å", sigma, mae)
+            if best is None or mae < best[0]:
+                best = (mae, sigma, result)
+        _, sigma, result = best
+        self.solve_result_ = result
+        self.R_train = R_t.to(dev)
+        self.alphas = result.x.to(dev)
+        self.perms = torch.as_tensor(perms, dtype=torch.long, device=dev)
+        self.n_perms = torch.tensor(perms.shape[0], dtype=torch.long, device=dev)
+        self.z = z_t.to(dev)
+        self.sigma = torch.tensor(sigma, dtype=torch.float64, device=dev)
+        self.lam = torch.tensor(self.lam_init, dtype=torch.float64, device=dev)
+        self.train_indices = torch.as_tensor(
+            np.arange(M) if train_indices is None else np.asarray(train_indices), dtype=torch.long, device=dev
+        )
+        self.fingerprint = torch.tensor(list(fingerprint.encode()), dtype=torch.uint8, device=dev)
+        self.c = torch.zeros((), dtype=torch.float64, device=dev)
+        self._kernel_cache = None
+        if E is not None:
+            E_t = torch.as_tensor(np.asarray(E), dtype=torch.float64, device=dev).reshape(-1)
+            self.c = (E_t - self.predict_energy(R_t)).mean()
+        logger.info("SGDML: sigma = %g, c = %.6f kcal/mol, %s", sigma, float(self.c), result.method)
+        return self
+
+    def _choose_permutations(self, R: np.ndarray, z: np.ndarray) -> np.ndarray:
+        n = len(z)
+        if self.permutations is not None:
+            perms = np.asarray(self.permutations, dtype=np.int64).reshape(-1, n)
+            bad = [p.tolist() for p in perms if sorted(p.tolist()) != list(range(n)) or np.any(z[p] != z)]
+            if bad:
+                raise DataError(f"SGDML: permutations {bad[:3]} are not element-preserving permutations of {n} atoms")
+            return np.unique(np.vstack([np.arange(n)[None], perms]), axis=0)
+        if not self.use_symmetries:
+            return np.arange(n, dtype=np.int64)[None]
+        return find_permutations(
+            R, z, max_symmetries=self.max_symmetries, max_geometries=self.max_symmetry_geometries
+        )
+
+    def _solve(self, op: SGDMLKernel, b: Tensor) -> SolveResult:
+        method = self.solver
+        if method == "auto":
+            fits = exact_memory_bytes(op.n) <= self.memory_budget_gb * 2**30
+            method = "exact" if fits else "iterative"
+        if method == "exact":
+            return solve_cholesky(op, b, self.lam_init, memory_budget_gb=self.memory_budget_gb)
+        try:
+            from geopatra.solvers.pcg import solve_iterative
+        except ImportError as err:  # pragma: no cover - the PCG module is written in parallel
+            raise NotImplementedError("SGDML: the iterative solver is not available") from err
+        return solve_iterative(op, b, self.lam_init, tol=self.solver_tol)
+
+    # -------------------------------------------------------------------------------- prediction
+    def _positions(self, R: Tensor | np.ndarray) -> Tensor:
+        R = torch.as_tensor(R).to(self.compute_device, torch.float64)
+        if R.ndim == 2:
+            R = R[None]
+        if R.shape[1:] != self.R_train.shape[1:]:
+            raise IncompatibleMoleculeError(
+                f"SGDML: positions of shape {tuple(R.shape)}; this model expects "
+                f"(frames, {self.R_train.shape[1]}, 3)"
+            )
+        return R
+
+    def energy_of(self, R: Tensor) -> Tensor:
+        """Energies [M] (kcal/mol) of ``R`` [M, N, 3] Å, differentiable w.r.t. ``R``."""
+        op, w_perm, q = self._weights()
+        return op.energy(descriptor(R), w_perm, q) + self.c
+
+    def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """Energies [num_graphs] (kcal/mol) of a batch of the trained molecule (``pos`` [n, 3] Å)."""
+        n = self.R_train.shape[1]
+        if pos.shape[0] != num_graphs * n:
+            raise IncompatibleMoleculeError(
+                f"SGDML: {pos.shape[0]} atoms in {num_graphs} molecules; this model describes "
+                f"{n}-atom molecules only"
+            )
+        self.check_atoms(z.reshape(num_graphs, n)[0])
+        if num_graphs > 1 and not torch.equal(z.reshape(num_graphs, n), z.reshape(num_graphs, n)[:1].expand(num_graphs, n)):
+            self.check_atoms(z)  # raises with the full list
+        R = pos.to(self.compute_device, torch.float64).reshape(num_graphs, n, 3)
+        return self.energy_of(R)
+
+    def predict_energy(self, R: Tensor | np.ndarray) -> Tensor:
+        """Energies [M] (kcal/mol) without gradients, in chunks."""
+        R = self._positions(R)
+        with torch.no_grad():
+            return torch.cat([self.energy_of(R[s : s + self.predict_chunk]) for s in range(0, len(R), self.predict_chunk)])
+
+    def predict(self, R: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
+        """Energies [M] (kcal/mol) and forces [M, N, 3] (kcal/mol/Å, autograd) of ``R`` [M, N, 3] Å."""
+        R = self._positions(R)
+        E_out, F_out = [], []
+        for s in range(0, len(R), self.predict_chunk):
+            Rb = R[s : s + self.predict_chunk].detach().requires_grad_(True)
+            with torch.enable_grad():
+                E = self.energy_of(Rb)
+                (grad,) = torch.autograd.grad(E.sum(), Rb)
+            E_out.append(E.detach())
+            F_out.append(-grad)
+        return torch.cat(E_out), torch.cat(F_out)
+
+    def predict_forces_analytic(self, R: Tensor | np.ndarray) -> Tensor:
+        """Forces [M, N, 3] (kcal/mol/Å) from the analytic predictor ``F = K α`` (no autograd)."""
+        R = self._positions(R)
+        op, w_perm, q = self._weights()
+        with torch.no_grad():
+            return vjp(pair_gradients(R), op.descriptor_forces(descriptor(R), w_perm, q))

@@ -1,0 +1,147 @@
+"""Exact solve of ``(K + λI) x = b`` by a Cholesky factorisation of the assembled kernel.
+
+The kernel is assembled column block by column block from any ``KernelOperator`` (its
+``columns``), on the operator's device, into one [n, n] float64 matrix that is then factored in
+place. The memory this needs (``n² · 8`` bytes plus one column block) is logged before anything is
+allocated, and the solve is refused with :class:`SolverError` when it exceeds ``memory_budget_gb``:
+use the iterative solver (``solver: iterative``, :func:`geopatra.solvers.pcg.solve_iterative`)
+instead. If the factorisation fails, jitter is added to the diagonal by decades (with a warning).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from geopatra.errors import SolverError
+from geopatra.solvers.operator import KernelOperator
+from geopatra.solvers.result import SolveResult
+
+logger = logging.getLogger(__name__)
+
+#: Relative jitter (times the mean diagonal of K + λI) tried by decades after a failed factorisation.
+_JITTER = [1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8, 1e-7, 1e-6]
+
+
+def exact_memory_bytes(n: int, block_columns: int = 512) -> int:
+    """Bytes the exact solver needs for ``n`` unknowns: K (factored in place) plus one column block."""
+    return 8 * n * n + 8 * n * min(block_columns, n) * 2
+
+
+def solve_cholesky(
+    operator: KernelOperator,
+    b: Tensor,
+    lam: float,
+    *,
+    memory_budget_gb: float = 8.0,
+    block_columns: int = 512,
+    progress: bool = True,
+) -> SolveResult:
+    """Solve ``(K + λI) x = b`` exactly.
+
+    Args:
+        operator: the kernel ``K`` [n, n] without ``λI`` (see ``geopatra.solvers.operator``).
+        b: right-hand side [n].
+        lam: ridge ``λ`` ≥ 0.
+        memory_budget_gb: refuse (``SolverError``) if the dense kernel would need more [GiB].
+        block_columns: columns assembled per ``operator.columns`` call.
+        progress: show a tqdm bar during assembly.
+
+    Returns:
+        ``SolveResult`` with ``iterations = 0``, the relative residual ``||b - (K+λI)x|| / ||b||``
+        (from one ``operator.matvec``) and ``method = "cholesky"`` (``"cholesky+jitter"`` if
+        jitter had to be added; the jitter is then part of the solved system).
+
+    Raises:
+        SolverError: over the memory budget, or not factorable with the largest jitter.
+    """
+    if lam < 0:
+        raise ValueError(f"solve_cholesky: lam must be >= 0; got {lam}")
+    n = int(operator.n)
+    if b.shape != (n,):
+        raise ValueError(f"solve_cholesky: b must have shape ({n},); got {tuple(b.shape)}")
+    need = exact_memory_bytes(n, block_columns)
+    logger.info(
+        "exact solver: n = %d unknowns, dense kernel needs %.2f GiB (budget %.2f GiB) on %s",
+        n, need / 2**30, memory_budget_gb, operator.device,
+    )
+    if need > memory_budget_gb * 2**30:
+        raise SolverError(
+            f"exact solver: the dense kernel for n = {n} unknowns needs {need / 2**30:.2f} GiB, "
+            f"more than memory_budget_gb = {memory_budget_gb:g}; use the iterative solver "
+            f"(solver: iterative, PCG with a Nyström preconditioner) or raise memory_budget_gb"
+        )
+    start = time.perf_counter()
+    b = b.to(operator.device, operator.dtype)
+    K = torch.empty(n, n, dtype=operator.dtype, device=operator.device)
+    method, jitter = "cholesky", 0.0
+    for attempt in range(len(_JITTER) + 1):
+        _assemble(operator, K, block_columns, progress)
+        K.diagonal().add_(lam + jitter)
+        if _factor_in_place(K):
+            break
+        if attempt == len(_JITTER):
+            raise SolverError(
+                f"exact solver: Cholesky of K + λI (n = {n}) failed even with jitter "
+                f"{jitter:.3g} ({_JITTER[-1]:g} x mean diagonal); the kernel is numerically "
+                f"singular: increase lam or sigma, or remove duplicate training geometries"
+            )
+        scale = float(operator.diagonal().mean().abs()) + lam or 1.0
+        jitter = _JITTER[attempt] * scale
+        method = "cholesky+jitter"
+        warnings.warn(
+            f"exact solver: Cholesky failed; retrying with jitter {jitter:.3g} added to the "
+            f"diagonal of K + λI (λ = {lam:g})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    x = _solve_factored(K, b)
+    del K
+    residual_vec = b - (operator.matvec(x) + (lam + jitter) * x)
+    residual = float(torch.linalg.vector_norm(residual_vec) / torch.linalg.vector_norm(b).clamp_min(1e-300))
+    seconds = time.perf_counter() - start
+    logger.info("exact solver: %s in %.2f s, relative residual %.2e", method, seconds, residual)
+    return SolveResult(x=x, iterations=0, residual=residual, converged=True, seconds=seconds, method=method)
+
+
+def _assemble(operator: KernelOperator, K: Tensor, block_columns: int, progress: bool) -> None:
+    """Fill ``K`` [n, n] with the operator's columns, ``block_columns`` at a time."""
+    n, step = K.shape[0], max(1, int(block_columns))
+    for s in tqdm(range(0, n, step), desc="kernel assembly", disable=not progress, leave=False):
+        idx = torch.arange(s, min(n, s + step), device=K.device)
+        K[:, s : s + idx.numel()] = operator.columns(idx)
+
+
+def _factor_in_place(K: Tensor) -> bool:
+    """Overwrite the symmetric ``K`` with its Cholesky factor (lower, row-major); False on failure.
+
+    On CPU LAPACK ``dpotrf`` works on the memory of ``K`` (no copy: the row-major lower factor is
+    the column-major upper one); elsewhere torch's factorisation (which holds a copy).
+    """
+    if K.device.type == "cpu":
+        from scipy.linalg import lapack
+
+        _, info = lapack.dpotrf(K.numpy().T, lower=0, overwrite_a=1, clean=0)
+        return int(info) == 0
+    L, info = torch.linalg.cholesky_ex(K)
+    if int(info) != 0:
+        return False
+    K.copy_(L)
+    return True
+
+
+def _solve_factored(K: Tensor, b: Tensor) -> Tensor:
+    """Solve with the factor left in ``K`` by :func:`_factor_in_place` (upper triangle ignored)."""
+    if K.device.type == "cpu":
+        from scipy.linalg import lapack
+
+        x, info = lapack.dpotrs(K.numpy().T, b.numpy(), lower=0)
+        if int(info) != 0:
+            raise SolverError(f"exact solver: dpotrs failed with info = {int(info)}")
+        return torch.from_numpy(x)
+    return torch.cholesky_solve(b[:, None], torch.tril(K), upper=False)[:, 0]
