@@ -24,14 +24,16 @@ def resolve_path(path: str | os.PathLike) -> Path:
     candidate = Path(text).expanduser()
     if candidate.exists():
         return candidate
-    from geopatra.data.md22 import MD22_MOLECULES, resolve_md22
+    from geopatra.data.md22 import MD22_MOLECULES, md22_entry, resolve_md22
 
-    if text.lower() in {name.lower() for name in MD22_MOLECULES}:
-        return resolve_md22(text)
-    raise DataError(
-        f"{text}: no such file, and not an MD22 molecule name ({', '.join(MD22_MOLECULES)}) "
-        f"nor {BUNDLED!r}"
-    )
+    try:
+        md22_entry(text)
+    except DataError:
+        raise DataError(
+            f"{text}: no such file, and not an MD22 molecule name ({', '.join(MD22_MOLECULES)}) "
+            f"nor {BUNDLED!r}"
+        ) from None
+    return resolve_md22(text)
 
 
 def read_dataset(
