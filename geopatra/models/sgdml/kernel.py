@@ -1,4 +1,4 @@
-"""The symmetrised Matérn 5/2 gradient-domain kernel of sGDML, matrix-free.
+"""The symmetrised Matérn 5/2 gradient-domain kernel of sGDML, matrix-free and GEMM-based.
 
 Base kernel on descriptors x, x' (1/Å), length scale σ, ``r = |x - x'|``, ``a = √5/σ``:
 
@@ -9,7 +9,7 @@ symmetrised over the S atom permutations ``P_p`` of the molecule, applied to the
 kernel. With ``u = x - P_p x_j``:
 
     -∇_u∇_uᵀ k = c1(r) I - c2(r) u uᵀ,   c1 = 5/(3σ²) (1 + a r) e^{-ar},  c2 = 25/(3σ⁴) e^{-ar}
-    K[i, j]    = Σ_p J_iᵀ (c1 I - c2 u uᵀ) ∂(P_p x_j)/∂R_j                 [3N, 3N]
+    K[i, j]    = Σ_p J_iᵀ (c1 I - c2 u uᵀ) P_p J_j                                [3N, 3N]
 
 and ``∇_u k = -c1 u``. The model energy and forces (kcal/mol, kcal/mol/Å) given coefficients α
 [M, N, 3] and ``w_j = J_j α_j`` are
@@ -17,18 +17,25 @@ and ``∇_u k = -c1 u``. The model energy and forces (kcal/mol, kcal/mol/Å) giv
     E(R) = -Σ_{j,p} c1(r_jp) (x - P_p x_j) · P_p w_j + c,    F = -∂E/∂R = Jᵀ z,
     z    =  Σ_{j,p} c1 P_p w_j - c2 u (u · P_p w_j)
 
-so ``F = K α`` exactly (checked in the tests). :class:`SGDMLKernel` implements the
+so ``F = K α`` exactly (checked in the tests).
+
+Products ``K V`` (:meth:`SGDMLKernel.matmat`) never form ``K``: ``W = J V`` per frame, then for a
+block of rows all ``(j, p)`` at once with GEMMs over descriptors (distances by the
+``|x|² + |y|² - 2 x·y`` expansion, ``Σ c1 P_p w_j`` as ``[Q, MS] @ [MS, D]``, the rank-one
+``c2`` terms as two more GEMMs), ``O(S M² D k)`` flops, then ``Jᵀ z`` per frame. Dense blocks
+(:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the atom-space block
+formula in :mod:`geopatra.models.sgdml.blocks`. :class:`SGDMLKernel` implements the
 ``KernelOperator`` protocol of :mod:`geopatra.solvers.operator` on ``M`` training frames
-(``n = 3NM`` unknowns); its products are matrix products over blocks of training frames.
+(``n = 3NM`` unknowns, ``K`` without ``λI``).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from geopatra.models.sgdml.blocks import block_tile, diagonal_blocks, matern_coefficients
 from geopatra.models.sgdml.descriptor import (
     descriptor,
     descriptor_permutation,
@@ -40,20 +47,21 @@ from geopatra.models.sgdml.descriptor import (
 
 #: Target size of temporary tensors in the block computations [bytes].
 _BLOCK_BYTES = 256 * 2**20
-
-
-def matern_coefficients(r: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
-    """``(c1, c2)`` of the module docstring at distances ``r`` (1/Å) for length scale ``sigma``."""
-    a = math.sqrt(5.0) / sigma
-    e = torch.exp(-a * r)
-    c1 = (5.0 / (3.0 * sigma**2)) * (1.0 + a * r) * e
-    c2 = (25.0 / (3.0 * sigma**4)) * e
-    return c1, c2
+#: Target number of entries of one dense kernel tile (small enough to stay in cache).
+_TILE_ENTRIES = 2**18
 
 
 def _sq_dist(x: Tensor, y: Tensor, y_sq: Tensor) -> Tensor:
     """``|x_q - y_k|²`` [Q, K] by the expansion, clamped at 0. ``x`` [Q, D], ``y`` [K, D]."""
     return ((x * x).sum(-1, keepdim=True) + y_sq[None, :] - 2.0 * (x @ y.T)).clamp_min(0.0)
+
+
+def _as_index(frames: Tensor) -> Tensor | slice:
+    """A slice for a run of consecutive frame indices (views instead of gathers), else ``frames``."""
+    start = int(frames[0])
+    if bool((frames == torch.arange(start, start + frames.numel(), device=frames.device)).all()):
+        return slice(start, start + frames.numel())
+    return frames
 
 
 class SGDMLKernel:
@@ -83,7 +91,8 @@ class SGDMLKernel:
         self.g = pair_gradients(self.R)  # [M, N, N, 3]
         self.dperms = torch.stack([descriptor_permutation(p) for p in self.perms])  # [S, D]
         self.inv_perms = torch.argsort(self.perms, dim=1)  # [S, N]
-        self.x_perm = self.x[:, self.dperms].reshape(-1, self.x.shape[1])  # [M*S, D]
+        self.inv_dperms = torch.argsort(self.dperms, dim=1)  # [S, D]: P_pᵀ y = y[inv_dperms[p]]
+        self.x_perm = self.x[:, self.dperms].reshape(-1, self.x.shape[1])  # [M*S, D]: P_p x_j
         self.x_perm_sq = (self.x_perm * self.x_perm).sum(-1)
 
     @property
@@ -97,32 +106,49 @@ class SGDMLKernel:
         other.sigma = float(sigma)
         return other
 
-    def _row_chunk(self, width: int) -> int:
-        return max(1, min(self.n_frames, _BLOCK_BYTES // (8 * max(width, 1) * 4)))
+    def _coefficients(self, xq: Tensor) -> tuple[Tensor, Tensor]:
+        """``(c1, c2)`` [Q, M*S] between query descriptors ``xq`` [Q, D] and all ``P_p x_j``."""
+        return matern_coefficients(_sq_dist(xq, self.x_perm, self.x_perm_sq).sqrt(), self.sigma)
 
     # ----------------------------------------------------------------- descriptor-space products
     def weights(self, alpha: Tensor) -> tuple[Tensor, Tensor]:
         """Permuted descriptor weights ``P_p w_j`` [M*S, D] and ``x_j · w_j`` [M*S] of ``alpha`` [n]."""
-        w = jvp(self.g, alpha.reshape(self.n_frames, self.n_atoms, 3))  # [M, D]
-        q = (self.x * w).sum(-1).repeat_interleave(self.n_perms)
-        return w[:, self.dperms].reshape(-1, w.shape[1]), q
+        w_perm, q = self._weights_multi(alpha.reshape(-1, 1))
+        return w_perm[:, 0], q[:, 0]
+
+    def _weights_multi(self, V: Tensor) -> tuple[Tensor, Tensor]:
+        """``P_p J_j v_j`` [M*S, k, D] and ``x_j · J_j v_j`` [M*S, k] for ``V`` [n, k]."""
+        k = V.shape[1]
+        v = V.T.reshape(k, self.n_frames, self.n_atoms, 3)
+        w = jvp(self.g, v)  # [k, M, D]
+        q = (w * self.x).sum(-1).T.repeat_interleave(self.n_perms, dim=0)  # [M*S, k]
+        w_perm = w[:, :, self.dperms].permute(1, 2, 0, 3)  # [M, S, k, D]
+        return w_perm.reshape(-1, k, w.shape[-1]), q
+
+    def _descriptor_forces_multi(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
+        """``z`` [Q, k, D] of the module docstring for ``xq`` [Q, D], ``w_perm`` [M*S, k, D]."""
+        ms, k, d = w_perm.shape
+        step = max(1, _BLOCK_BYTES // (8 * (3 * ms * k + 2 * ms + 3 * k * d)))
+        out = []
+        for s in range(0, xq.shape[0], step):
+            xb = xq[s : s + step]  # [Q, D]
+            c1, c2 = self._coefficients(xb)  # [Q, MS]
+            z = (c1 @ w_perm.reshape(ms, k * d)).reshape(-1, k, d)  # Σ c1 P_p w_j
+            uw = (xb @ w_perm.reshape(ms * k, d).T).reshape(-1, ms, k) - q[None]  # u · P_p w_j
+            bb = (c2[:, :, None] * uw).transpose(1, 2)  # [Q, k, MS]
+            z -= bb.sum(-1, keepdim=True) * xb[:, None, :]
+            z += bb @ self.x_perm  # [Q, k, D]
+            out.append(z)
+        return torch.cat(out) if out else xq.new_zeros(0, k, d)
 
     def descriptor_forces(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
         """``z`` [Q, D] of the module docstring for query descriptors ``xq`` [Q, D]."""
-        out = []
-        for s in range(0, xq.shape[0], self._row_chunk(w_perm.shape[0])):
-            xb = xq[s : s + self._row_chunk(w_perm.shape[0])]
-            r = _sq_dist(xb, self.x_perm, self.x_perm_sq).sqrt()
-            c1, c2 = matern_coefficients(r, self.sigma)
-            uw = xb @ w_perm.T - q[None, :]
-            bb = c2 * uw
-            out.append(c1 @ w_perm - bb.sum(1, keepdim=True) * xb + bb @ self.x_perm)
-        return torch.cat(out) if out else xq.new_zeros(0, xq.shape[1])
+        return self._descriptor_forces_multi(xq, w_perm[:, None], q[:, None])[:, 0]
 
     def energy(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
         """Energies [Q] without the integration constant; differentiable w.r.t. ``xq`` [Q, D]."""
         out = []
-        step = self._row_chunk(w_perm.shape[0])
+        step = max(1, _BLOCK_BYTES // (8 * 4 * w_perm.shape[0]))
         for s in range(0, xq.shape[0], step):
             xb = xq[s : s + step]
             # Clamp keeps d sqrt finite at r = 0, where the exact gradient term (∝ u) vanishes.
@@ -132,79 +158,64 @@ class SGDMLKernel:
         return torch.cat(out) if out else xq.new_zeros(0)
 
     # ------------------------------------------------------------------------ KernelOperator API
+    def matmat(self, V: Tensor) -> Tensor:
+        """``K V`` [n, k] for ``V`` [n, k]; never forms ``K`` (``O(S M² D k)`` flops in GEMMs)."""
+        V = V.to(self.device, self.dtype)
+        k = V.shape[1]
+        w_perm, q = self._weights_multi(V)
+        out = V.new_empty(self.n_frames, k, self.n_atoms, 3)
+        step = max(1, _BLOCK_BYTES // (8 * k * (self.n_atoms**2 * 4 + 3 * self.x.shape[1])))
+        for s in range(0, self.n_frames, step):
+            z = self._descriptor_forces_multi(self.x[s : s + step], w_perm, q)  # [Q, k, D]
+            out[s : s + step] = vjp(self.g[s : s + step, None], z)
+        return out.permute(0, 2, 3, 1).reshape(self.n, k)
+
     def matvec(self, v: Tensor) -> Tensor:
-        """``K v`` for ``v`` [n] (or [n, m], column by column); never forms ``K``."""
+        """``K v`` for ``v`` [n] (or [n, k], as :meth:`matmat`)."""
         if v.ndim == 2:
-            return torch.stack([self.matvec(col) for col in v.T], dim=1)
-        w_perm, q = self.weights(v.to(self.device, self.dtype))
-        z = self.descriptor_forces(self.x, w_perm, q)  # [M, D]
-        return vjp(self.g, z).reshape(-1)
+            return self.matmat(v)
+        return self.matmat(v.reshape(-1, 1))[:, 0]
 
-    def pair_blocks(self, rows: Tensor, cols: Tensor) -> Tensor:
-        """Kernel blocks ``K[rows[k], cols[k]]`` [P, 3N, 3N] for frame index pairs [P].
+    def block(self, row_frames: Tensor, col_frames: Tensor, out: Tensor | None = None) -> Tensor:
+        """Dense ``K`` restricted to frames ``row_frames`` x ``col_frames``: [a*3N, b*3N].
 
-        In atom blocks (a of R_i, b of R_j, π = perm p): ``J_iᵀ P_p J_j`` has the entries
-        ``-g_i[a, π⁻¹b] g_j[πa, b]ᵀ`` plus, at ``b = πa``, ``Σ_e g_i[a, e] g_j[πa, πe]ᵀ``; the c2 term
-        is ``Σ_p c2 (J_iᵀ u)(J_jᵀ P_pᵀ u)ᵀ``. Sums over p are contractions, never S blocks.
+        Computed tile by tile with the atom-space formula (:func:`blocks.block_tile`); written
+        into ``out`` (any strided [a*3N, b*3N] view, e.g. rows of a larger matrix) if given.
         """
-        n = self.n_atoms
-        P, inv = self.perms, self.inv_perms  # [S, N]
-        gi, gj = self.g[rows], self.g[cols]  # [P, N, N, 3]
-        u = self.x[rows][:, None, :] - self.x[cols][:, self.dperms]  # [P, S, D]
-        r = torch.linalg.vector_norm(u, dim=-1)
-        c1, c2 = matern_coefficients(r, self.sigma)  # [P, S]
-        gi_inv = gi[:, :, inv].permute(0, 2, 1, 3, 4)  # [P, S, N(a), N(b), 3]: g_i[a, π⁻¹b]
-        gj_row = gj[:, P]  # [P, S, N(a), N(b), 3]: g_j[πa, b]
-        out = (-torch.einsum("psabk,ps,psabl->pabkl", gi_inv, c1, gj_row)).contiguous()  # [P,N,N,3,3]
-        gj_perm = gj_row.gather(
-            3, P[None, :, None, :, None].expand(gj_row.shape[0], -1, n, -1, 3)
-        )  # g_j[πa, πe]
-        diag = torch.einsum("paek,psael->psakl", gi, gj_perm) * c1[..., None, None, None]
-        a_idx = torch.arange(n, device=self.device).repeat(self.n_perms)
-        b_idx = P.reshape(-1)
-        flat = out.view(out.shape[0], n * n, 3, 3)
-        flat.index_add_(1, a_idx * n + b_idx, diag.reshape(diag.shape[0], -1, 3, 3))
-        u_sq = to_square(u, n)  # [P, S, N, N]
-        left = torch.einsum("pabk,psab->psak", gi, u_sq)  # J_iᵀ u
-        right = torch.einsum("psabk,psab->psak", gj_perm, u_sq)  # J(R_j[π])ᵀ u, atoms of R_j[π]
-        right = right.gather(2, inv[None, :, :, None].expand(right.shape[0], -1, -1, 3))  # atoms of R_j
-        out -= torch.einsum("psak,ps,psbl->pabkl", left, c2, right)
-        return out.permute(0, 1, 3, 2, 4).reshape(-1, 3 * n, 3 * n)
+        row_frames = row_frames.to(self.device, torch.long)
+        col_frames = col_frames.to(self.device, torch.long)
+        a, b, d = row_frames.numel(), col_frames.numel(), 3 * self.n_atoms
+        if out is None:
+            out = torch.empty(a * d, b * d, dtype=self.dtype, device=self.device)
+        out4 = out.view(a, d, b, d)
+        cols_per_tile = max(1, _TILE_ENTRIES // (d * d))
+        for r in range(a):
+            for c in range(0, b, cols_per_tile):
+                cols = _as_index(col_frames[c : c + cols_per_tile])
+                block_tile(self, int(row_frames[r]), cols, out4[r, :, c : c + cols_per_tile])
+        return out
 
-    def _pair_chunk(self) -> int:
-        per_pair = self.n_perms * 3 * self.n_atoms**2 * 8 * 4
-        return max(1, _BLOCK_BYTES // per_pair)
-
-    def block(self, row_frames: Tensor, col_frames: Tensor) -> Tensor:
-        """Dense ``K`` restricted to frames ``row_frames`` x ``col_frames``: [a*3N, b*3N]."""
-        a, b = row_frames.numel(), col_frames.numel()
-        rr = row_frames.repeat_interleave(b)
-        cc = col_frames.repeat(a)
-        step = self._pair_chunk()
-        blocks = torch.cat(
-            [self.pair_blocks(rr[s : s + step], cc[s : s + step]) for s in range(0, a * b, step)]
-        )
+    def fill_dense(self, K: Tensor, *, lower_only: bool = False, progress: bool = False) -> None:
+        """Write ``K`` [n, n] into ``K`` (only the frame blocks on and below the diagonal if
+        ``lower_only``: every entry of the row-major lower triangle is then correct)."""
+        frames = torch.arange(self.n_frames, device=self.device)
         d = 3 * self.n_atoms
-        return blocks.reshape(a, b, d, d).permute(0, 2, 1, 3).reshape(a * d, b * d)
+        for i in tqdm(range(self.n_frames), desc="kernel assembly", disable=not progress, leave=False):
+            stop = i + 1 if lower_only else self.n_frames
+            self.block(frames[i : i + 1], frames[:stop], out=K[i * d : (i + 1) * d, : stop * d])
 
     def columns(self, idx: Tensor) -> Tensor:
-        """``K[:, idx]`` [n, k] from the dense blocks of the training frames ``idx`` touches."""
+        """``K[:, idx]`` [n, k], from the dense rows ``K[frames, :]`` of the frames ``idx`` touches
+        (``K`` is symmetric)."""
         idx = idx.to(self.device, torch.long)
         d = 3 * self.n_atoms
         frames, inverse = torch.unique(idx // d, return_inverse=True)
-        all_frames = torch.arange(self.n_frames, device=self.device)
-        cols = self.block(all_frames, frames)  # [n, len(frames)*d]
-        return cols[:, inverse * d + idx % d]
+        rows = self.block(frames, torch.arange(self.n_frames, device=self.device))  # [f*d, n]
+        return rows[inverse * d + idx % d].T.contiguous()
 
     def diagonal(self) -> Tensor:
-        """``diag(K)`` [n] from the M diagonal blocks."""
-        frames = torch.arange(self.n_frames, device=self.device)
-        step = self._pair_chunk()
-        parts = [
-            self.pair_blocks(frames[s : s + step], frames[s : s + step]).diagonal(dim1=1, dim2=2)
-            for s in range(0, self.n_frames, step)
-        ]
-        return torch.cat(parts).reshape(-1)
+        """``diag(K)`` [n] from the M diagonal blocks (direct formula, ``O(M S N²)``)."""
+        return diagonal_blocks(self).reshape(-1)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,240 @@
+"""Nyström-preconditioned CG on sGDML kernels: CG iterations and time versus k and selection method.
+
+Solves ``(K + λI) α = F`` for the sGDML force kernel (:class:`geopatra.models.sgdml.SGDMLKernel`)
+with :func:`geopatra.solvers.pcg.solve_iterative` for k in a grid (whole training geometries, 3N
+columns each) and each inducing-column selection (random, leverage, pivoted_cholesky), plus plain
+CG, one adaptive run, and the exact Cholesky solve as reference where it fits; on ethanol (MD17)
+and Ac-Ala3-NHMe (42 atoms: the bundled GFN2-xTB set if present, else the 98 MD22 geometries in
+``experiments/geometries`` with a random right-hand side). Writes
+``experiments/results/preconditioners.md`` and ``.png``.
+
+    python experiments/preconditioners.py --fast     # < 10 min on 2 cores
+    python experiments/preconditioners.py            # ethanol M=200, Ac-Ala3-NHMe M=100 (longer)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata as md
+import logging
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geopatra.solvers.operator import KernelOperator
+from geopatra.solvers.pcg import solve_iterative
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("random", "leverage", "pivoted_cholesky")
+log = logging.getLogger("preconditioners")
+
+
+@dataclass
+class Problem:
+    name: str
+    operator: KernelOperator
+    b: torch.Tensor
+    lam: float
+    group_size: int  # columns per training geometry (3N): selection picks whole geometries
+    ks: list[int]
+    note: str
+
+
+@dataclass
+class Row:
+    problem: str
+    method: str
+    k: int | str
+    iterations: int
+    converged: bool
+    residual: float
+    seconds: float
+    error: float | None  # relative error of x against the Cholesky solve, when run
+
+
+# ------------------------------------------------------------------------------ problems ----
+
+
+def _load_molecules() -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(name, R [M, N, 3] Å, z [N], F [M, N, 3] kcal/mol/Å or None) of ethanol and Ac-Ala3-NHMe."""
+    out = []
+    eth = np.load(ROOT / "tests/data/md17_ethanol_2000.npz")
+    out.append(("ethanol (MD17)", eth["R"], eth["z"], eth["F"]))
+    bundled = ROOT / "geopatra/datasets/ac_ala3_nhme_gfn2xtb.npz"
+    if bundled.exists():
+        d = np.load(bundled)
+        out.append(("Ac-Ala3-NHMe (GFN2-xTB, bundled)", d["R"], d["z"], d["F"]))
+    else:
+        from ase.io import read
+
+        frames = read(ROOT / "experiments/geometries/md22_Ac-Ala3-NHMe_98frames.extxyz", ":")
+        R = np.stack([a.get_positions() for a in frames])
+        out.append(("Ac-Ala3-NHMe (MD22 geometries, random b)", R, frames[0].numbers, None))
+    return out
+
+
+def _pick(M_total: int, M: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(M_total, size=min(M, M_total), replace=False))
+
+
+def build_problems(sizes: list[int], frame_grid: list[int], lam: float, sigma: float) -> list[Problem]:
+    from geopatra.models.sgdml import SGDMLKernel, find_permutations
+
+    problems = []
+    g = torch.Generator().manual_seed(0)
+    for (name, R, z, F), M in zip(_load_molecules(), sizes):
+        idx = _pick(len(R), M)
+        perms = find_permutations(R[idx], z, max_geometries=min(len(idx), 50))
+        op = SGDMLKernel(torch.as_tensor(R[idx], dtype=torch.float64), torch.as_tensor(perms), sigma)
+        b = (torch.as_tensor(F[idx], dtype=torch.float64).reshape(-1) if F is not None
+             else torch.randn(op.n, generator=g, dtype=torch.float64))
+        d = 3 * len(z)
+        problems.append(Problem(
+            f"{name}, M={len(idx)}", op, b, lam, d, [f * d for f in frame_grid if f < len(idx)],
+            f"sGDML force kernel (Matérn-5/2, σ={sigma:g}, {len(perms)} permutations), "
+            f"n = 3NM = {op.n} unknowns, k = whole geometries x {d} columns",
+        ))
+    return problems
+
+
+# ---------------------------------------------------------------------------------- runs ----
+
+
+def run(problem: Problem, tol: float, max_iter: int, exact_max_n: int) -> list[Row]:
+    from geopatra.solvers.cholesky import solve_cholesky
+
+    op, b, lam = problem.operator, problem.b, problem.lam
+    x_ref = None
+    if op.n <= exact_max_n:
+        ref = solve_cholesky(op, b, lam, memory_budget_gb=16.0, progress=False)
+        x_ref = ref.x
+        log.info("%s | Cholesky: %.1f s, residual %.1e", problem.name, ref.seconds, ref.residual)
+
+    def err(x: torch.Tensor) -> float | None:
+        return None if x_ref is None else float((x - x_ref).norm() / x_ref.norm())
+
+    rows = []
+    if x_ref is not None:
+        rows.append(Row(problem.name, "Cholesky (exact)", "-", 0, True, ref.residual, ref.seconds, 0.0))
+    common = dict(tol=tol, max_iter=max_iter, progress=False, group_size=problem.group_size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = solve_iterative(op, b, lam, preconditioner="none", **common)
+        rows.append(Row(problem.name, "plain CG", "-", res.iterations, res.converged,
+                        res.residual, res.seconds, err(res.x)))
+        log.info("%s | plain CG: %d it, %.1f s", problem.name, res.iterations, res.seconds)
+        for method in METHODS:
+            for k in problem.ks:
+                res = solve_iterative(op, b, lam, k=k, selection=method, adaptive=False, **common)
+                rows.append(Row(problem.name, method, k, res.iterations, res.converged,
+                                res.residual, res.seconds, err(res.x)))
+                log.info("%s | %s k=%d: %d it, %.1f s", problem.name, method, k, res.iterations,
+                         res.seconds)
+        ks = problem.ks
+        res = solve_iterative(op, b, lam, k=ks[0], selection="leverage", adaptive=True,
+                              k_max=ks[-1], **common)
+        k_end = res.method.split("k=")[1].rstrip("]")
+        rows.append(Row(problem.name, "leverage, adaptive", f"{ks[0]}→{k_end}", res.iterations,
+                        res.converged, res.residual, res.seconds, err(res.x)))
+    return rows
+
+
+# ------------------------------------------------------------------------------- outputs ----
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| problem | method | k | CG iterations | converged | rel. residual | time [s] "
+             "| rel. error vs dense |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        it = f"{r.iterations}" if r.converged else f">{r.iterations}"
+        e = "-" if r.error is None else f"{r.error:.1e}"
+        lines.append(f"| {r.problem} | {r.method} | {r.k} | {it} | {r.converged} | "
+                     f"{r.residual:.1e} | {r.seconds:.2f} | {e} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], problems: list[Problem], path: Path, max_iter: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, axes = plt.subplots(1, len(problems), figsize=(5.5 * len(problems), 4.2), squeeze=False)
+    for ax, prob in zip(axes[0], problems):
+        mine = [r for r in rows if r.problem == prob.name]
+        for method, marker in zip(METHODS, "osd"):
+            pts = [r for r in mine if r.method == method]
+            ax.plot([r.k for r in pts], [r.iterations for r in pts], marker=marker, label=method)
+            bad = [r for r in pts if not r.converged]
+            ax.plot([r.k for r in bad], [r.iterations for r in bad], "x", color="k", ms=9)
+        plain = [r for r in mine if r.method == "plain CG"][0]
+        label = f"plain CG ({'' if plain.converged else '> '}{plain.iterations})"
+        ax.axhline(plain.iterations, ls="--", color="gray", label=label)
+        ax.set(xscale="log", yscale="log", xlabel="inducing columns k", ylabel="CG iterations",
+               title=prob.name)
+        ax.set_xticks(prob.ks)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(fontsize=8)
+    fig.suptitle(f"PCG iterations to the tolerance (x: not converged; budget {max_iter})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--fast", action="store_true", help="smaller problems (default run < 10 min)")
+    ap.add_argument("--tol", type=float, default=1e-6, help="relative residual tolerance")
+    ap.add_argument("--lam", type=float, default=1e-10, help="ridge λ (sGDML default)")
+    ap.add_argument("--sigma", type=float, default=20.0, help="Matérn length scale [1/Å]")
+    ap.add_argument("--max-iter", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "experiments/results/preconditioners")
+    args = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("geopatra").setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    if args.fast:
+        sizes, frame_grid, max_iter, exact_max_n = [50, 20], [1, 2, 4, 8], 1000, 3000
+    else:
+        sizes, frame_grid, max_iter, exact_max_n = [200, 100], [1, 2, 4, 8, 16], 3000, 13000
+    max_iter = args.max_iter or max_iter
+    t0 = time.perf_counter()
+    problems = build_problems(sizes, frame_grid, args.lam, args.sigma)
+    rows = [row for p in problems for row in run(p, args.tol, max_iter, exact_max_n)]
+    text = table(rows)
+    sys.stdout.write(text + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot(rows, problems, args.out.with_suffix(".png"), max_iter)
+    versions = ", ".join(f"{p} {md.version(p)}" for p in ("torch", "numpy", "geopatra"))
+    header = [
+        "# Nyström-preconditioned CG on the sGDML kernel: iterations versus k and selection", "",
+        f"Command: `python experiments/preconditioners.py {' '.join(argv)}`  ",
+        f"Machine: 2-core CPU, no GPU ({platform.machine()}), {args.threads} torch threads, "
+        "shared with other jobs (times are indicative)  ",
+        f"Versions: Python {platform.python_version()}, {versions}  ",
+        f"Date: {datetime.datetime.now().isoformat(timespec='minutes')}  ",
+        f"Settings: tol={args.tol:g} (relative residual), λ={args.lam:g}, σ={args.sigma:g}, "
+        f"max_iter={max_iter}, seed 0, training frames drawn with seed 0; "
+        f"total run time {time.perf_counter() - t0:.0f} s", "",
+        "Problems:", *[f"- **{p.name}**: {p.note}" for p in problems], "",
+        "Time includes building the preconditioner (kernel columns + factorisations). "
+        "`>N`: not converged within the budget. Error: relative difference of x to the "
+        "Cholesky solution.", "",
+        text, "", "![iterations versus k](preconditioners.png)", "",
+    ]
+    args.out.with_suffix(".md").write_text("\n".join(header))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Byte-reproducible, atomic npz writing, and the labelling checkpoint format.
+
+``numpy.savez`` stamps every member with the current time, so two runs with identical arrays give
+different files. :func:`write_npz` fixes the zip timestamps and member order, and writes through a
+temporary file in the same directory followed by ``os.replace``: readers see either the old file or
+the complete new one, never a torn write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geopatra.errors import CheckpointError
+
+#: Value of the ``kind`` key that marks a labelling checkpoint (never a dataset).
+CHECKPOINT_KIND = "geopatra-label-checkpoint"
+CHECKPOINT_VERSION = 1
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: str | Path, arrays: dict[str, Any], *, compress: bool = True) -> Path:
+    """Write ``arrays`` to ``path`` as an npz (zip of .npy members), atomically and reproducibly.
+
+    Members are written in the order of ``arrays`` with a fixed timestamp, so equal arrays give
+    byte-identical files. ``path`` is used as given (no ``.npz`` is appended).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with zipfile.ZipFile(handle, mode="w", compression=method, allowZip64=True) as archive:
+                for key, value in arrays.items():
+                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+                    info.compress_type = method
+                    info.external_attr = 0o644 << 16
+                    with archive.open(info, mode="w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a dataset is meant to be shared
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | Path, *, settings: dict, state: dict[str, np.ndarray], rng_state: dict) -> None:
+    """Atomically write a labelling checkpoint: run settings, MD state arrays and the RNG state.
+
+    Args:
+        settings: JSON-serialisable run settings; a resume must present the same ones.
+        state: arrays (positions, momenta, frames so far, step counter, ...).
+        rng_state: ``numpy.random.Generator.bit_generator.state``.
+    """
+    arrays: dict[str, Any] = {
+        "kind": np.str_(CHECKPOINT_KIND),
+        "version": np.int64(CHECKPOINT_VERSION),
+        "settings": np.str_(json.dumps(settings, sort_keys=True)),
+        "rng_state": np.str_(json.dumps(rng_state, sort_keys=True, default=int)),
+    }
+    arrays.update(state)
+    write_npz(path, arrays, compress=False)
+
+
+def load_checkpoint(path: str | Path, *, settings: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """Read a checkpoint written by :func:`save_checkpoint` for the same ``settings``.
+
+    Returns:
+        (state arrays, rng_state).
+
+    Raises:
+        CheckpointError: not a labelling checkpoint, another version, or other run settings.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            contents = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: unreadable labelling checkpoint ({exc}); delete it to start over.") from exc
+    if str(contents.get("kind", "")) != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path}: not a geopatra labelling checkpoint (no kind={CHECKPOINT_KIND!r}).")
+    if int(contents["version"]) != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint version {int(contents['version'])}; expected {CHECKPOINT_VERSION}. "
+            "Delete it to start over."
+        )
+    stored = json.loads(str(contents.pop("settings")))
+    expected = json.loads(json.dumps(settings, sort_keys=True))
+    if stored != expected:
+        diff = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+        raise CheckpointError(
+            f"{path}: checkpoint of a run with other settings (differs in {diff}); rerun with the "
+            "original options, or delete the checkpoint (or choose another --output) to start over."
+        )
+    rng_state = json.loads(str(contents.pop("rng_state")))
+    for key in ("kind", "version"):
+        contents.pop(key)
+    return contents, rng_state

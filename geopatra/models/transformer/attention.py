@@ -1,0 +1,262 @@
+"""Global geometric attention (every atom attends to every atom of its molecule) and the gated
+feed-forward block of a GeoPaTra layer.
+
+Attention of receiving atom i to atom j (same molecule), per head h:
+
+    logit_ijh = phi_h(r_ij) * (q_ih . k_jh) / sqrt(d) + b_h(r_ij) - gamma_h r_ij   (invariant)
+    alpha_ijh = env(r_ij) exp(logit_ijh) / sum_j' env(r_ij') exp(logit_ij'h)
+    m_i       = sum_j alpha_ijh  TP(x_j, Y(r_ij / |r_ij|); w_hl(r_ij))   (channels of head h)
+
+``q`` and ``k`` are linear in the scalar features; ``gamma_h >= 0`` is a learned distance decay per head
+(initialised from 0.05 to 1 per Å over the heads, so some heads start local and some global, and the
+model is geometry-sensitive from the first step); ``phi`` (a multiplicative filter), ``b`` (a distance
+bias) and ``w`` come from a network of a radial basis with no cutoff; ``env`` is 1 for the global
+model and a cosine envelope (exactly 0 beyond) when a ``cutoff`` is set. Atoms do not attend to
+themselves; pairs of different molecules and padding get exactly zero weight.
+
+Two pair layouts (see :class:`PairGeometry`): *dense*, all pairs of a zero-padded batch [B, N, N]
+(the global model), and *neighbour lists*, [n_atoms, 1, K] pairs with the K senders of each receiver
+(a model with a cutoff, so its cost grows with the number of pairs within the cutoff, not N^2).
+Receivers are processed in chunks of at most ``pair_chunk_size`` pairs; with more than one chunk and
+gradients on, each chunk is recomputed in the backward pass (activation checkpointing), so memory
+grows with the chunk size, not with N^2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from e3nn import o3
+from e3nn.nn import Gate
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from geopatra.models.transformer.radial import RadialMLP
+
+
+@dataclass(frozen=True)
+class PairGeometry:
+    """Pair data (i receives, j sends) in one of two layouts, written [P, c, M] below:
+
+    * dense (``neighbors is None``): [B, N, N] for B molecules zero-padded to N atoms;
+      ``flat_index`` [n_atoms] places each atom in the flattened [B * N] padding.
+    * neighbour lists: [n_atoms, 1, K], the K (padded) senders ``neighbors`` [n_atoms, K] (atom
+      indices) of each receiver.
+
+    Attributes:
+        distance: |r_j - r_i| [P, c, M], Å.
+        basis: radial basis of the distances [P, c, M, num_rbf].
+        sh: spherical harmonics of the unit vector (r_j - r_i)/|r_j - r_i| [P, c, M, sh_dim]
+            (only the l = 0 component is non-zero for zero-length pairs).
+        mask: True for pairs of distinct real atoms of one molecule (within the cutoff) [P, c, M].
+        envelope: attention envelope [P, c, M] in [0, 1] when a cutoff is set, else None.
+        flat_index, num_graphs, n_max: the dense padding (used by the dense layout).
+        neighbors: sender atom indices [n_atoms, K] (neighbour-list layout), else None.
+    """
+
+    distance: Tensor
+    basis: Tensor
+    sh: Tensor
+    mask: Tensor
+    envelope: Tensor | None
+    flat_index: Tensor
+    num_graphs: int
+    n_max: int
+    neighbors: Tensor | None = None
+
+
+def to_dense(x: Tensor, flat_index: Tensor, num_graphs: int, n_max: int) -> Tensor:
+    """Scatter per-atom rows [n_atoms, ...] into a zero-padded [num_graphs, n_max, ...] tensor."""
+    dense = x.new_zeros((num_graphs * n_max,) + tuple(x.shape[1:]))
+    dense = dense.index_copy(0, flat_index, x)
+    return dense.view((num_graphs, n_max) + tuple(x.shape[1:]))
+
+
+def coupling_paths(irreps_node: o3.Irreps, lmax_sh: int) -> list[tuple[int, int, int]]:
+    """Tensor-product paths (index of the node irrep block, l2, l3) of node features x spherical
+    harmonics up to ``lmax_sh`` whose output irrep (l3 with parity (-1)^(l1 + l2)) exists in
+    ``irreps_node`` (so messages can be mapped back to node features)."""
+    targets = {ir for _, ir in irreps_node}
+    paths = []
+    for i1, (_, ir1) in enumerate(irreps_node):
+        for l2 in range(lmax_sh + 1):
+            for ir_out in ir1 * o3.Irrep(l2, (-1) ** l2):
+                if ir_out in targets:
+                    paths.append((i1, l2, ir_out.l))
+    return paths
+
+
+class GeometricAttention(nn.Module):
+    """One multi-head global attention update.
+
+    The values are the e3nn tensor products x_j (x) Y(r_ij) of the sender features with the spherical
+    harmonics of the pair direction, coupled to degree l3 by Clebsch-Gordan coefficients
+    (``o3.wigner_3j``). Attention and the radial weight (per head and harmonic degree l2) are
+    scalars per pair, so the sum over senders j is done before the (linear) coupling:
+    ``T_i = sum_j alpha_ij w_ij Y(r_ij) x_j`` is one batched matrix product, and only node-sized
+    tensors are coupled. Pair-sized memory is O(heads * (lmax + 1)^2) per pair instead of
+    O(features).
+
+    Input: node features x [n_atoms, irreps_node.dim] and a :class:`PairGeometry`.
+    Output: update [n_atoms, irreps_node.dim] (to be added to x).
+    """
+
+    def __init__(
+        self,
+        irreps_node: o3.Irreps,
+        lmax_sh: int,
+        num_heads: int,
+        num_rbf: int,
+        radial_hidden: int,
+        pair_chunk_size: int | None,
+    ) -> None:
+        super().__init__()
+        self.irreps_node = o3.Irreps(irreps_node)
+        self.num_scalars = self.irreps_node[0].mul
+        for mul, ir in self.irreps_node:
+            if mul % num_heads != 0:
+                raise ValueError(f"multiplicity {mul} of {ir} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = self.num_scalars // num_heads
+        self.lmax_sh = lmax_sh
+        self.pair_chunk_size = pair_chunk_size
+        self.norm = nn.LayerNorm(self.num_scalars)
+        self.query = nn.Linear(self.num_scalars, self.num_scalars)
+        self.key = nn.Linear(self.num_scalars, self.num_scalars)
+        decay = torch.logspace(math.log10(0.05), 0.0, num_heads) if num_heads > 1 else torch.tensor([0.3])
+        self.decay_raw = nn.Parameter(torch.log(torch.expm1(decay)))  # softplus^-1: gamma = softplus(raw) [1/Å]
+        n_l2 = lmax_sh + 1
+        self.radial = RadialMLP(num_rbf, radial_hidden, 2 * num_heads + num_heads * n_l2)
+        sh_dim = (lmax_sh + 1) ** 2
+        # [n_l2, sh_dim] 0/1 matrix copying the weight of degree l2 onto its 2 l2 + 1 components
+        expand = torch.zeros(n_l2, sh_dim)
+        for l2 in range(n_l2):
+            expand[l2, l2 * l2 : (l2 + 1) ** 2] = 1.0
+        self.register_buffer("expand_l2", expand, persistent=False)
+
+        paths = coupling_paths(self.irreps_node, lmax_sh)
+        irreps_msg, self._columns = [], []  # columns: per path (block index, slice into its coupling)
+        for i1, (mul, ir1) in enumerate(self.irreps_node):
+            m1 = ir1.dim
+            block_paths = [p for p in paths if p[0] == i1]
+            coupling = torch.zeros(m1, sh_dim, sum(2 * l3 + 1 for _, _, l3 in block_paths))
+            col = 0
+            for _, l2, l3 in block_paths:
+                cg = o3.wigner_3j(ir1.l, l2, l3) * math.sqrt(2 * l3 + 1)  # [m1, m2, m3]
+                coupling[:, l2 * l2 : (l2 + 1) ** 2, col : col + 2 * l3 + 1] = cg
+                self._columns.append((i1, slice(col, col + 2 * l3 + 1)))
+                irreps_msg.append((mul, (l3, ir1.p * (-1) ** l2)))
+                col += 2 * l3 + 1
+            # rows ordered (m1, sh component) to match the layout of the aggregated products
+            self.register_buffer(f"coupling_{i1}", coupling.reshape(m1 * sh_dim, -1), persistent=False)
+        self.irreps_msg = o3.Irreps(irreps_msg)
+        self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
+
+    def forward(self, x: Tensor, geometry: PairGeometry) -> Tensor:
+        n, H = x.shape[0], self.num_heads
+        s = self.norm(x[:, : self.num_scalars])
+        q = self.query(s).view(n, H, self.head_dim)
+        k = self.key(s).view(n, H, self.head_dim)
+        # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
+        senders = torch.cat([x[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
+        g = geometry
+        if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
+            B, N = g.num_graphs, g.n_max
+            q, k, senders = (to_dense(t, g.flat_index, B, N) for t in (q, k, senders))
+            step = N if self.pair_chunk_size is None else max(1, self.pair_chunk_size // max(1, B * N))
+            function, total, dim = self._chunk, N, 1
+        else:  # neighbour lists: chunks of receivers, K pairs each
+            step = n if self.pair_chunk_size is None else max(1, self.pair_chunk_size // g.neighbors.shape[1])
+            q = q.unsqueeze(1)
+            function, total, dim = self._neighbor_chunk, n, 0
+        use_checkpoint = step < total and torch.is_grad_enabled()
+        outs = []
+        for start in range(0, total, step):
+            sl = (slice(None),) * dim + (slice(start, min(total, start + step)),)
+            pair = [t if t is None else t[sl] for t in (g.distance, g.basis, g.sh, g.mask, g.envelope)]
+            if dim == 0:
+                args = (q[sl], k, senders, g.neighbors[sl], *pair)
+            else:
+                args = (q[sl], k, senders, *pair)
+            outs.append(checkpoint(function, *args, use_reentrant=False) if use_checkpoint else function(*args))
+        messages = torch.cat(outs, dim=dim)
+        if g.neighbors is None:
+            messages = messages.reshape(g.num_graphs * g.n_max, -1)[g.flat_index]
+        return self.linear_out(messages.reshape(n, -1))
+
+    def _neighbor_chunk(
+        self, q: Tensor, k: Tensor, senders: Tensor, neighbors: Tensor, *pair: Tensor | None
+    ) -> Tensor:
+        """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
+        [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
+        return self._chunk(q, k[neighbors], senders[neighbors], *pair)
+
+    def _chunk(
+        self, q: Tensor, k: Tensor, senders: Tensor, r: Tensor, basis: Tensor, sh: Tensor, mask: Tensor,
+        env: Tensor | None,
+    ) -> Tensor:
+        """Messages [B, c, irreps_msg.dim] of c receivers; q [B, c, H, d], k [B, N, H, d],
+        senders [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
+        mask [B, c, N], env [B, c, N] or None."""
+        B, c, N, _ = basis.shape
+        H, d = self.num_heads, self.head_dim
+        filt, bias, weights = torch.split(
+            self.radial(basis), [H, H, H * (self.lmax_sh + 1)], dim=-1
+        )
+        qk = torch.einsum("bihd,bjhd->bijh", q, k) / math.sqrt(d)
+        decay = nn.functional.softplus(self.decay_raw)  # [H], 1/Å
+        logits = filt * qk + bias - decay * r.unsqueeze(-1)  # [B, c, N, H]
+        valid = mask.unsqueeze(-1).expand_as(logits)
+        # Stable masked softmax over j; the max is detached (softmax is shift invariant) and taken over
+        # valid pairs only, so masked pairs get exactly zero weight and exactly zero gradient.
+        neg_inf = torch.full_like(logits, float("-inf"))
+        row_max = torch.where(valid, logits, neg_inf).amax(dim=2, keepdim=True).detach()
+        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+        shifted = torch.where(valid, logits - row_max, torch.zeros_like(logits))
+        e = torch.where(valid, torch.exp(shifted), torch.zeros_like(logits))
+        if env is not None:
+            e = e * env.unsqueeze(-1)
+        denom = e.sum(dim=2, keepdim=True)
+        alpha = e / torch.where(denom > 0, denom, torch.ones_like(denom))  # [B, c, N, H]
+
+        # per pair, head and sh component: alpha_h * w_{h, l2(m)} * Y_m  [B, c, N, H, S]
+        weights = weights.reshape(B, c, N, H, self.lmax_sh + 1) * alpha.unsqueeze(-1)
+        g = (weights @ self.expand_l2) * sh.unsqueeze(-2)
+        t = torch.einsum("bijhs,bjhf->bihfs", g, senders)  # [B, c, H, dim / H, S]
+        S = sh.shape[-1]
+        out, start = [], 0
+        for i1, (mul, ir) in enumerate(self.irreps_node):
+            width = (mul // H) * ir.dim
+            t_block = t[:, :, :, start : start + width].reshape(B, c, mul, ir.dim * S)  # (u, (m1, s))
+            out.append(t_block @ getattr(self, f"coupling_{i1}"))  # [B, c, mul, sum_paths (2 l3 + 1)]
+            start += width
+        pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
+        return torch.cat(pieces, dim=-1)
+
+
+class GatedFeedForward(nn.Module):
+    """Equivariant point-wise block: linear -> gate (SiLU on scalars, sigmoid gates on l > 0) -> linear.
+
+    Input and output: [..., irreps.dim].
+    """
+
+    def __init__(self, irreps: o3.Irreps) -> None:
+        super().__init__()
+        irreps = o3.Irreps(irreps)
+        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l == 0])
+        gated = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l > 0])
+        if gated.num_irreps > 0:
+            self.act = Gate(
+                scalars, [nn.functional.silu], f"{gated.num_irreps}x0e", [torch.sigmoid], gated
+            )
+            irreps_mid_in, irreps_mid_out = self.act.irreps_in, self.act.irreps_out
+        else:
+            self.act = nn.SiLU()
+            irreps_mid_in = irreps_mid_out = scalars
+        self.lin1 = o3.Linear(irreps, irreps_mid_in)
+        self.lin2 = o3.Linear(irreps_mid_out, irreps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin2(self.act(self.lin1(x)))

@@ -1,0 +1,302 @@
+"""GeoPaTra: symmetry, batching, forces, long range, statistics, checkpoints, a training smoke test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read
+from e3nn import o3
+
+from geopatra.data.dataset import MolecularDataset
+from geopatra.errors import ElementError
+from geopatra.models.forces import energy_and_forces
+from geopatra.models.transformer import GeoPaTra
+from geopatra.models.transformer.readout import fit_element_shifts
+
+SMALL = dict(
+    num_features=16, num_tensor_features=8, lmax=2, num_layers=2, num_heads=2, num_rbf=16, radial_hidden=16
+)
+TOL = {"float64": 1e-10, "float32": 1e-4}
+TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
+
+
+def small_model(dtype: str = "float64", **overrides) -> GeoPaTra:
+    model = GeoPaTra(**{**SMALL, **overrides}, dtype=dtype)
+    _randomise_outputs(model)
+    return model.eval()
+
+
+def _randomise_outputs(model: GeoPaTra) -> None:
+    """Give the last linear layers non-trivial weights (default inits of e3nn linears are fine)."""
+    with torch.no_grad():
+        model.energy_scale.fill_(3.0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these graphs are many small ops, and on a shared 2-core machine two
+    OpenMP threads wait on each other (measured: a training step 0.1 s with 1 thread, 12 s with 2)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ethanol(request) -> dict[str, np.ndarray]:
+    data = np.load(request.path.parent / "data" / "md17_ethanol_2000.npz")
+    return {key: data[key] for key in ("R", "z", "E", "F")}
+
+
+@pytest.fixture(scope="module")
+def peptide(request):
+    return read(request.path.parent / "data" / "md22_Ac-Ala3-NHMe_5frames.xyz", index=0)
+
+
+def batch_of(structures: list[tuple[np.ndarray, np.ndarray]], dtype: torch.dtype = torch.float64):
+    pos = torch.tensor(np.concatenate([p for p, _ in structures]), dtype=dtype)
+    z = torch.tensor(np.concatenate([z for _, z in structures]), dtype=torch.long)
+    batch = torch.cat([torch.full((len(z),), i, dtype=torch.long) for i, (_, z) in enumerate(structures)])
+    return pos, z, batch, len(structures)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_o3_and_translation_symmetry(dtype, ethanol, peptide) -> None:
+    model = small_model(dtype)
+    assert next(model.parameters()).dtype == TORCH_DTYPE[dtype]
+    structures = [(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)]
+    pos, z, batch, n = batch_of(structures)
+    energy, forces = energy_and_forces(model, pos.to(TORCH_DTYPE[dtype]), z, batch, n)
+    for sign in (1.0, -1.0):  # -1: includes a reflection
+        rot = o3.rand_matrix(dtype=torch.float64) * sign
+        shift = torch.randn(3, dtype=torch.float64) * 5.0
+        pos2 = (pos @ rot.T + shift).to(TORCH_DTYPE[dtype])
+        energy2, forces2 = energy_and_forces(model, pos2, z, batch, n)
+        assert rel_err(energy2.double(), energy.double()) <= TOL[dtype]
+        assert rel_err(forces2.double(), forces.double() @ rot.T) <= TOL[dtype]
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_atom_permutation_equivariance(peptide) -> None:
+    model = small_model()
+    pos, z, batch, n = batch_of([(peptide.positions, peptide.numbers)])
+    perm = torch.randperm(len(z))
+    energy, forces = energy_and_forces(model, pos, z, batch, n)
+    energy_p, forces_p = energy_and_forces(model, pos[perm], z[perm], batch, n)
+    assert rel_err(energy_p, energy) <= 1e-10
+    assert rel_err(forces_p, forces[perm]) <= 1e-10
+
+
+def test_batch_equals_one_at_a_time(ethanol, peptide) -> None:
+    model = small_model()
+    structures = [(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers), (ethanol["R"][5], ethanol["z"])]
+    energy, forces = energy_and_forces(model, *batch_of(structures))
+    sizes = [len(z) for _, z in structures]
+    for i, (part_f, structure) in enumerate(zip(torch.split(forces, sizes), structures)):
+        e_i, f_i = energy_and_forces(model, *batch_of([structure]))
+        assert rel_err(energy[i : i + 1], e_i) <= 1e-10
+        assert rel_err(part_f, f_i) <= 1e-10
+    atom_energy = model.per_atom_energy(*batch_of(structures))
+    sums = torch.stack([chunk.sum() for chunk in torch.split(atom_energy, sizes)])
+    assert rel_err(sums, energy) <= 1e-12
+
+
+def test_no_gradient_across_molecules(ethanol) -> None:
+    model = small_model()
+    pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
+    pos.requires_grad_(True)
+    energy = model(pos, z, batch, n)
+    (grad,) = torch.autograd.grad(energy[0], pos)
+    assert torch.all(grad[batch == 1] == 0)
+    assert grad[batch == 0].abs().max() > 0
+
+
+def test_forces_match_central_differences(ethanol) -> None:
+    model = small_model()
+    pos, z, batch, n = batch_of([(ethanol["R"][3], ethanol["z"])])
+    _, forces = energy_and_forces(model, pos, z, batch, n)
+    h = 1e-5
+    for atom, axis in [(0, 0), (2, 1), (5, 2), (8, 0)]:
+        plus, minus = pos.clone(), pos.clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        with torch.no_grad():
+            numeric = -(model(plus, z, batch, n) - model(minus, z, batch, n)) / (2 * h)
+        assert abs(float(numeric) - float(forces[atom, axis])) <= 1e-6 * max(1.0, float(forces.abs().max()))
+
+
+def test_zero_distance_pairs_and_padding_are_finite(ethanol) -> None:
+    model = small_model()
+    model.train()
+    duplicated = ethanol["R"][0].copy()
+    duplicated[1] = duplicated[0]  # two atoms at the same position
+    structures = [(duplicated, ethanol["z"]), (np.zeros((1, 3)), np.array([8])), (ethanol["R"][2], ethanol["z"])]
+    energy, forces = energy_and_forces(model, *batch_of(structures), training=True)
+    assert torch.isfinite(energy).all() and torch.isfinite(forces).all()
+    (energy.sum() + forces.square().sum()).backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def _chain(n_atoms: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """A hand-built polyyne-like carbon chain with alternating 1.21 / 1.38 Å bonds and a slight zigzag."""
+    x = np.cumsum([0.0] + [1.21 if i % 2 == 0 else 1.38 for i in range(n_atoms - 1)])
+    pos = np.stack([x, 0.05 * (np.arange(n_atoms) % 2), np.zeros(n_atoms)], axis=1)
+    return pos, np.full(n_atoms, 6)
+
+
+@pytest.mark.parametrize("cutoff, sparse", [(None, True), (5.0, True), (5.0, False)])
+def test_far_atom_couples_only_without_cutoff(cutoff, sparse) -> None:
+    pos_np, z_np = _chain()
+    assert pos_np[-1, 0] - pos_np[0, 0] > 20.0  # 2 layers x 5 Å reach from each end stays apart
+    model = small_model(cutoff=cutoff, sparse_cutoff=sparse)
+    pos, z, batch, n = batch_of([(pos_np, z_np)])
+    pos.requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(pos, z, batch, n).sum(), pos, create_graph=True)
+    force_last = -grad[-1]
+    coupling = torch.stack([torch.autograd.grad(f, pos, retain_graph=True)[0][0] for f in force_last])
+    if cutoff is None:
+        assert coupling.abs().max() > 1e-8  # dF_last / dR_first != 0: the far end is felt
+    else:
+        assert torch.all(coupling == 0)  # beyond the reach of a local model: exactly zero
+    # and directly: moving the first atom changes (or not) the force on the last atom
+    moved = pos.detach().clone()
+    moved[0, 1] += 0.3
+    _, f_ref = energy_and_forces(model, pos.detach(), z, batch, n)
+    _, f_moved = energy_and_forces(model, moved, z, batch, n)
+    if cutoff is None:
+        assert (f_moved[-1] - f_ref[-1]).abs().max() > 1e-8
+    else:
+        assert torch.equal(f_moved[-1], f_ref[-1])
+
+
+@pytest.mark.parametrize("cutoff", [None, 4.0])
+def test_chunked_pairs_match_unchunked(cutoff, ethanol, peptide) -> None:
+    whole = small_model(pair_chunk_size=None, cutoff=cutoff)
+    chunked = small_model(pair_chunk_size=50, cutoff=cutoff)  # many chunks, recomputed in backward
+    chunked.load_state_dict(whole.state_dict())
+    whole.train(), chunked.train()
+    args = batch_of([(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)])
+    results = []
+    for model in (whole, chunked):
+        energy, forces = energy_and_forces(model, *args, training=True)
+        (energy.sum() + forces.square().sum()).backward()
+        results.append((energy, forces, [p.grad.clone() for p in model.parameters()]))
+    (e1, f1, g1), (e2, f2, g2) = results
+    assert rel_err(e2, e1) <= 1e-10 and rel_err(f2, f1) <= 1e-10
+    for a, b in zip(g1, g2):
+        assert rel_err(b, a) <= 1e-9
+
+
+def test_neighbor_lists_match_masked_dense_pairs(ethanol, peptide) -> None:
+    sparse = small_model(cutoff=4.0)
+    dense = small_model(cutoff=4.0, sparse_cutoff=False)
+    dense.load_state_dict(sparse.state_dict())
+    args = batch_of([(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)])
+    geometry = sparse.pair_geometry(args[0], args[2], args[3])
+    assert geometry.neighbors is not None and geometry.neighbors.shape[1] < len(peptide)  # really sparse
+    e_sparse, f_sparse = energy_and_forces(sparse, *args)
+    e_dense, f_dense = energy_and_forces(dense, *args)
+    assert rel_err(e_sparse, e_dense) <= 1e-10 and rel_err(f_sparse, f_dense) <= 1e-10
+
+
+def _synthetic(z: list[int], shifts: dict[int, float], n_frames: int, rng) -> MolecularDataset:
+    energy = sum(shifts[e] for e in z) + np.zeros(n_frames)
+    return MolecularDataset(
+        R=rng.normal(size=(n_frames, len(z), 3)) * 2.0,
+        z=np.array(z),
+        E=energy,
+        F=rng.normal(size=(n_frames, len(z), 3)) * 7.0,
+    )
+
+
+def test_fit_to_data_recovers_element_shifts_and_force_scale() -> None:
+    rng = np.random.default_rng(1)
+    shifts = {1: -313.5, 6: -23_750.2, 7: -34_260.0, 8: -47_180.7}
+    molecules = [[8, 1, 1], [6, 1, 1, 1, 1], [7, 1, 1, 1], [6, 8, 8], [6, 6, 8, 1, 1, 1, 1, 1, 1], [7, 7]]
+    datasets = [_synthetic(m, shifts, 4, rng) for m in molecules]
+    model = small_model()
+    model.fit_to_data(datasets)
+    for element, value in shifts.items():
+        assert abs(float(model.energy_shift[element]) - value) <= 1e-6 * abs(value)
+    assert float(model.energy_shift[9]) == 0.0
+    all_forces = np.concatenate([d.F.reshape(-1) for d in datasets])
+    assert float(model.energy_scale) == pytest.approx(np.sqrt(np.mean(all_forces**2)), rel=1e-12)
+    model.check_atoms(torch.tensor([6, 7, 8, 1]))
+    with pytest.raises(ElementError, match="16"):
+        model.check_atoms(torch.tensor([6, 16]))
+
+
+def test_single_molecule_shift_reproduces_mean_energy(ethanol) -> None:
+    data = MolecularDataset(R=ethanol["R"][:50], z=ethanol["z"], E=ethanol["E"][:50, 0], F=ethanol["F"][:50])
+    shift = fit_element_shifts([data.z], [data.E], 118)
+    assert shift[data.z].sum() == pytest.approx(data.E.mean(), rel=1e-12)
+
+
+def test_check_atoms_before_fit_and_out_of_range() -> None:
+    model = small_model(max_z=20)
+    model.check_atoms(np.array([1, 6, 20]))  # before fitting every element is accepted
+    with pytest.raises(ElementError):
+        model.check_atoms(np.array([1, 21]))
+    with pytest.raises(ElementError):
+        model.check_atoms(np.array([0, 1]))
+
+
+def test_state_dict_round_trip(ethanol) -> None:
+    model = small_model()
+    train = MolecularDataset(R=ethanol["R"][:30], z=ethanol["z"], E=ethanol["E"][:30, 0], F=ethanol["F"][:30])
+    model.fit_to_data(train)
+    fresh = small_model()
+    assert not torch.equal(fresh.energy_shift, model.energy_shift)
+    fresh.load_state_dict(model.state_dict())
+    for name in ("energy_shift", "energy_scale", "seen_elements"):
+        assert torch.equal(getattr(fresh, name), getattr(model, name)), name
+    args = batch_of([(ethanol["R"][40], ethanol["z"])])
+    e1, f1 = energy_and_forces(model, *args)
+    e2, f2 = energy_and_forces(fresh, *args)
+    assert torch.equal(e1, e2) and torch.equal(f1, f2)
+    with pytest.raises(ElementError):
+        fresh.check_atoms([6, 7])
+
+
+def test_invalid_arguments() -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        GeoPaTra(**SMALL, dtype="float16")
+    with pytest.raises(ValueError, match="num_heads"):
+        GeoPaTra(**{**SMALL, "num_heads": 3})
+    with pytest.raises(ValueError, match="cutoff"):
+        GeoPaTra(**SMALL, cutoff=0.0)
+
+
+def test_training_reduces_energy_and_force_loss(ethanol) -> None:
+    n = 20
+    train = MolecularDataset(R=ethanol["R"][:n], z=ethanol["z"], E=ethanol["E"][:n, 0], F=ethanol["F"][:n])
+    model = GeoPaTra(**{**SMALL, "num_rbf": 32}, dtype="float32")
+    model.fit_to_data(train)
+    model.train()
+    pos, z, batch, num = batch_of([(r, train.z) for r in train.R], dtype=torch.float32)
+    e_ref = torch.tensor(train.E, dtype=torch.float32)
+    f_ref = torch.tensor(train.F.reshape(-1, 3), dtype=torch.float32)
+    scale = float(model.energy_scale)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        energy, forces = energy_and_forces(model, pos, z, batch, num, training=True)
+        e_loss = ((energy - e_ref) / scale).square().mean()
+        f_loss = ((forces - f_ref) / scale).square().mean()
+        (e_loss + f_loss).backward()
+        optimizer.step()
+        losses.append((e_loss.item(), f_loss.item()))
+    losses = np.array(losses)
+    assert np.isfinite(losses).all()
+    start, end = losses[0], losses[-5:].mean(axis=0)
+    assert end.sum() < 0.3 * start.sum(), losses
+    assert end[1] < 0.8 * start[1], losses  # the forces are learned too, not only the energy offset
