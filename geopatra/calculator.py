@@ -40,9 +40,7 @@ class GeoPatraCalculator(Calculator):
     ) -> None:
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        potential, record = load_potential(checkpoint_path, map_location=self.device)
-        if dtype is not None:
-            potential = potential.to(getattr(torch, dtype))
+        potential, record = load_potential(checkpoint_path, map_location=self.device, dtype=dtype)
         self.potential = potential.to(self.device)
         self.record = record
         self.kind = record["kind"]
@@ -58,7 +56,8 @@ class GeoPatraCalculator(Calculator):
 
     @property
     def dtype(self) -> torch.dtype:
-        tensors = list(self.potential.parameters()) + list(self.potential.buffers())
+        """The dtype the model computes in (of its parameters; float64 for kernel models)."""
+        tensors = list(self.potential.parameters()) or list(self.potential.buffers())
         floats = [t.dtype for t in tensors if t.dtype.is_floating_point]
         return floats[0] if floats else torch.float64
 

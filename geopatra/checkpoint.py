@@ -70,10 +70,16 @@ def read_record(path: str | os.PathLike, map_location: str | torch.device = "cpu
 
 
 def load_potential(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    dtype: str | None = None,
 ) -> tuple[Potential, dict[str, Any]]:
     """Rebuild the potential of a checkpoint without its config or data; returns it (eval mode,
-    parameters frozen) and the record."""
+    parameters frozen) and the record.
+
+    ``dtype`` ("float32"/"float64") rebuilds a model that has a ``dtype`` argument in that precision;
+    models without one (sGDML: always float64) accept only ``None`` or ``"float64"``.
+    """
     checkpoint = read_record(path, map_location)
     record = checkpoint[CHECKPOINT_KEY]
     module_name, _, class_name = record["class_path"].rpartition(".")
@@ -81,7 +87,13 @@ def load_potential(
         cls = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise CheckpointError(f"{path}: model class {record['class_path']} not found ({err})") from err
-    potential = cls(**record["init_args"])
+    init_args = dict(record["init_args"])
+    if dtype is not None:
+        if "dtype" in init_args:
+            init_args["dtype"] = dtype
+        elif dtype != "float64":
+            raise CheckpointError(f"{path}: a {record['kind']} model computes in float64 only")
+    potential = cls(**init_args)
     prefix = "potential."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
     potential.load_state_dict(state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,9 @@ import torch
 
 DATA = Path(__file__).parent / "data"
 
-torch.set_num_threads(2)
+# CI has 2 cores to itself; on a shared machine set GEOPATRA_TEST_THREADS=1 (oversubscribed torch
+# threads wait on each other and slow small models down by orders of magnitude).
+torch.set_num_threads(int(os.environ.get("GEOPATRA_TEST_THREADS", "2")))
 
 
 @pytest.fixture(autouse=True)

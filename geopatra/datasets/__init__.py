@@ -1,8 +1,8 @@
 """Datasets shipped with geopatra (package data).
 
-``ac_ala3_nhme_gfn2xtb.npz``: Ac-Ala3-NHMe (42 atoms, the smallest MD22 molecule) sampled by Langevin
-MD at 500 K and labelled with GFN2-xTB; made by ``geopatra label`` with the command recorded in this
-folder's README.md.
+``ac_ala3_nhme_gfn2xtb.npz``: Ac-Ala3-NHMe (42 atoms, the smallest MD22 molecule) sampled by
+Langevin MD at 500 K and labelled with GFN2-xTB; made by ``geopatra label`` with the command
+recorded in this folder's README.md.
 """
 
 from __future__ import annotations

@@ -141,10 +141,11 @@ class GeometricAttention(nn.Module):
         for i1, (mul, ir1) in enumerate(self.irreps_node):
             m1 = ir1.dim
             block_paths = [p for p in paths if p[0] == i1]
-            coupling = torch.zeros(m1, sh_dim, sum(2 * l3 + 1 for _, _, l3 in block_paths))
+            n_cols = sum(2 * l3 + 1 for _, _, l3 in block_paths)
+            coupling = torch.zeros(m1, sh_dim, n_cols, dtype=torch.float64)  # exact; cast with the model
             col = 0
             for _, l2, l3 in block_paths:
-                cg = o3.wigner_3j(ir1.l, l2, l3) * math.sqrt(2 * l3 + 1)  # [m1, m2, m3]
+                cg = o3.wigner_3j(ir1.l, l2, l3, dtype=torch.float64) * math.sqrt(2 * l3 + 1)  # [m1, m2, m3]
                 coupling[:, l2 * l2 : (l2 + 1) ** 2, col : col + 2 * l3 + 1] = cg
                 self._columns.append((i1, slice(col, col + 2 * l3 + 1)))
                 irreps_msg.append((mul, (l3, ir1.p * (-1) ** l2)))
@@ -230,7 +231,8 @@ class GeometricAttention(nn.Module):
         for i1, (mul, ir) in enumerate(self.irreps_node):
             width = (mul // H) * ir.dim
             t_block = t[:, :, :, start : start + width].reshape(B, c, mul, ir.dim * S)  # (u, (m1, s))
-            out.append(t_block @ getattr(self, f"coupling_{i1}"))  # [B, c, mul, sum_paths (2 l3 + 1)]
+            coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
+            out.append(t_block @ coupling)  # [B, c, mul, sum_paths (2 l3 + 1)]
             start += width
         pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
         return torch.cat(pieces, dim=-1)

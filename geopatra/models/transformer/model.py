@@ -25,9 +25,18 @@ from torch import Tensor, nn
 from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import DataError, ElementError
 from geopatra.models.potential import Potential
-from geopatra.models.transformer.attention import GatedFeedForward, GeometricAttention, PairGeometry, to_dense
+from geopatra.models.transformer.attention import (
+    GatedFeedForward,
+    GeometricAttention,
+    PairGeometry,
+    to_dense,
+)
 from geopatra.models.transformer.embedding import AtomEmbedding, hidden_irreps
-from geopatra.models.transformer.radial import GaussianRBF, cosine_envelope, safe_distance_and_direction
+from geopatra.models.transformer.radial import (
+    GaussianRBF,
+    cosine_envelope,
+    safe_distance_and_direction,
+)
 from geopatra.models.transformer.readout import ScalarReadout, fit_element_shifts, force_rms
 
 logger = logging.getLogger(__name__)
@@ -62,7 +71,8 @@ class GeoPaTra(Potential):
         dtype: parameter and computation precision, "float32" or "float64" (torch's global
             default dtype is never changed).
 
-    The defaults (about 0.3 M parameters) train on 42-atom molecules on a 2-core CPU.
+    The defaults (about 0.1 M parameters) train on 42-atom molecules on a 2-core CPU (about 0.3 s
+    per energy + force training step for 8 molecules of 42 atoms with one torch thread).
 
     Buffers (saved in ``state_dict``): ``energy_shift`` [max_z + 1] kcal/mol, ``energy_scale`` []
     kcal/mol/Å, ``seen_elements`` [max_z + 1] bool, all set by :meth:`fit_to_data`.
@@ -112,10 +122,12 @@ class GeoPaTra(Potential):
         )
         self.feed_forward = nn.ModuleList(GatedFeedForward(self.irreps_node) for _ in range(num_layers))
         self.readout = ScalarReadout(num_features, max(1, num_features // 2))
-        self.register_buffer("energy_shift", torch.zeros(max_z + 1))
         self.register_buffer("energy_scale", torch.ones(()))
         self.register_buffer("seen_elements", torch.ones(max_z + 1, dtype=torch.bool))
         self.to(_DTYPES[dtype])
+        # float64 whatever the model dtype: absolute energies (e.g. -620,000 kcal/mol for MD22) lose
+        # 0.06 kcal/mol to float32 rounding; the learned part is small and stays in the model dtype.
+        self.register_buffer("energy_shift", torch.zeros(max_z + 1, dtype=torch.float64))
 
     # ------------------------------------------------------------------ prediction
     def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
@@ -125,15 +137,15 @@ class GeoPaTra(Potential):
         return atom_energy.new_zeros(num_graphs).index_add(0, batch, atom_energy)
 
     def per_atom_energy(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-        """Per-atom energies [n_atoms] in kcal/mol (they sum to :meth:`forward` per molecule)."""
-        pos = pos.to(self.energy_shift.dtype)
+        """Per-atom energies [n_atoms] in kcal/mol, float64 (they sum to :meth:`forward` per molecule)."""
+        pos = pos.to(self.energy_scale.dtype)
         geometry = self.pair_geometry(pos, batch, num_graphs)
         x = self.embedding(z)
         for attention, feed_forward in zip(self.attention, self.feed_forward):
             x = x + attention(x, geometry)
             x = x + feed_forward(x)
         readout = self.readout(x[:, : self.num_features])
-        return self.energy_scale * readout + self.energy_shift[z]
+        return (self.energy_scale * readout).double() + self.energy_shift[z]
 
     def pair_geometry(self, pos: Tensor, batch: Tensor, num_graphs: int) -> PairGeometry:
         """Pairs of a batch: all pairs of each molecule (dense), or with a cutoff and
@@ -144,7 +156,7 @@ class GeoPaTra(Potential):
         node_mask = node_mask.view(num_graphs, n_max)
         not_self = ~torch.eye(n_max, dtype=torch.bool, device=pos.device)
         pair_mask = node_mask.unsqueeze(2) & node_mask.unsqueeze(1) & not_self  # [B, N, N]
-        layout = dict(flat_index=flat_index, num_graphs=num_graphs, n_max=n_max)
+        layout = {"flat_index": flat_index, "num_graphs": num_graphs, "n_max": n_max}
         pos_dense = to_dense(pos, flat_index, num_graphs, n_max)
         if self.cutoff is not None and self.sparse_cutoff:
             neighbors, valid = self._neighbor_lists(pos_dense.detach(), pair_mask, flat_index, batch, n_max)

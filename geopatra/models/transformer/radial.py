@@ -8,6 +8,7 @@ undefined derivatives; the helpers here use the double-``where`` pattern so valu
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -83,7 +84,7 @@ def variance_preserving_mlp(sizes: list[int]) -> nn.Sequential:
     """Linear layers with SiLU between them, weights ~ N(0, 1/fan_in) and zero biases, so that
     outputs (and hence the geometry dependence of the model) are O(1) from the first step."""
     layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         linear = nn.Linear(n_in, n_out)
         nn.init.normal_(linear.weight, std=1.0 / math.sqrt(n_in))
         nn.init.zeros_(linear.bias)
