@@ -33,7 +33,7 @@ from geopatra.data.dataset import fingerprint_arrays
 from geopatra.data.download import sgdml_md5
 from geopatra.errors import DataError
 from geopatra.labeling.calculators import TBLITE_METHODS, reference_calculator
-from geopatra.labeling.npzio import load_checkpoint, save_checkpoint, write_npz
+from geopatra.labeling.npzio import load_checkpoint, save_checkpoint, write_npz_atomic
 from geopatra.labeling.report import trajectory_report
 from geopatra.labeling.structures import atoms_from_file, atoms_from_smiles
 from geopatra.units import ASE_UNITS, SGDML_UNITS
@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - older ASE
 
     def thermalize_momenta(atoms: Atoms, temperature_K: float, *, rng=None) -> None:
         MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,13 @@ class MDSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = {"temperature": self.temperature, "timestep": self.timestep,
-                    "stride": self.stride, "frames": self.frames, "friction": self.friction}
+        positive = {
+            "temperature": self.temperature,
+            "timestep": self.timestep,
+            "stride": self.stride,
+            "frames": self.frames,
+            "friction": self.friction,
+        }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"MD setting {key}={value!r}; expected a positive number.")
@@ -150,8 +156,9 @@ def label_molecule(
         "theory": theory,
         "source": source,
         "z": atoms.numbers.tolist(),
-        "start_positions": fingerprint_arrays(atoms.positions[None], atoms.numbers,
-                                              np.zeros(1), np.zeros((1, n_atoms, 3))),
+        "start_positions": fingerprint_arrays(
+            atoms.positions[None], atoms.numbers, np.zeros(1), np.zeros((1, n_atoms, 3))
+        ),
     }
     rng = np.random.default_rng(settings.seed)
     R = np.zeros((settings.frames, n_atoms, 3))
@@ -173,11 +180,22 @@ def label_molecule(
         ZeroRotation(atoms)
     atoms.set_constraint(FixCom())
     atoms.calc = calculator
-    dynamics = Langevin(atoms, settings.timestep * units.fs, temperature_K=settings.temperature,
-                        friction=settings.friction / units.fs, fixcm=False, rng=rng)
+    dynamics = Langevin(
+        atoms,
+        settings.timestep * units.fs,
+        temperature_K=settings.temperature,
+        friction=settings.friction / units.fs,
+        fixcm=False,
+        rng=rng,
+    )
     every = checkpoint_every * settings.stride
-    with tqdm(total=settings.frames, initial=n_done, unit="frame", disable=not progress,
-              desc=f"label {name}") as bar:
+    with tqdm(
+        total=settings.frames,
+        initial=n_done,
+        unit="frame",
+        disable=not progress,
+        desc=f"label {name}",
+    ) as bar:
         while step < settings.total_steps:
             dynamics.step()
             step += 1
@@ -187,39 +205,69 @@ def label_molecule(
                 E[n_done] = atoms.get_potential_energy() * EV_TO_KCAL_MOL
                 F[n_done] = atoms.get_forces(apply_constraint=False) * EV_TO_KCAL_MOL
                 if not (np.isfinite(E[n_done]) and np.isfinite(F[n_done]).all()):
-                    raise DataError(f"{name}: non-finite energy or forces at MD step {step}; "
-                                    "lower --timestep or --temperature.")
+                    raise DataError(
+                        f"{name}: non-finite energy or forces at MD step {step}; "
+                        "lower --timestep or --temperature."
+                    )
                 n_done += 1
                 bar.update(1)
             if step % every == 0 and step < settings.total_steps:
-                state = {"step": np.int64(step), "n_done": np.int64(n_done),
-                         "positions": atoms.get_positions(), "momenta": atoms.get_momenta(),
-                         "R": R[:n_done], "E": E[:n_done], "F": F[:n_done]}
-                save_checkpoint(partial, settings=run_settings,
-                                state=state, rng_state=rng.bit_generator.state)
-    _write_dataset(output, R, atoms.numbers, E, F, settings, name=name, theory=theory, source=source)
+                state = {
+                    "step": np.int64(step),
+                    "n_done": np.int64(n_done),
+                    "positions": atoms.get_positions(),
+                    "momenta": atoms.get_momenta(),
+                    "R": R[:n_done],
+                    "E": E[:n_done],
+                    "F": F[:n_done],
+                }
+                save_checkpoint(
+                    partial, settings=run_settings, state=state, rng_state=rng.bit_generator.state
+                )
+    _write_dataset(
+        output, R, atoms.numbers, E, F, settings, name=name, theory=theory, source=source
+    )
     if partial.exists():
         partial.unlink()
     return output
 
 
-def _write_dataset(output: Path, R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray,
-                   settings: MDSettings, *, name: str, theory: str, source: str) -> None:
+def _write_dataset(
+    output: Path,
+    R: np.ndarray,
+    z: np.ndarray,
+    E: np.ndarray,
+    F: np.ndarray,
+    settings: MDSettings,
+    *,
+    name: str,
+    theory: str,
+    source: str,
+) -> None:
     z = np.asarray(z, dtype=np.int64)
     arrays = {
-        "R": R, "z": z, "E": E, "F": F,
-        "r_unit": np.str_("Ang"), "e_unit": np.str_("kcal/mol"),
-        "name": np.str_(name), "theory": np.str_(theory), "source": np.str_(source),
-        "temperature": np.float64(settings.temperature), "timestep": np.float64(settings.timestep),
-        "stride": np.int64(settings.stride), "equilibration_steps": np.int64(settings.equilibration_steps),
-        "friction": np.float64(settings.friction), "seed": np.int64(settings.seed),
+        "R": R,
+        "z": z,
+        "E": E,
+        "F": F,
+        "r_unit": np.str_("Ang"),
+        "e_unit": np.str_("kcal/mol"),
+        "name": np.str_(name),
+        "theory": np.str_(theory),
+        "source": np.str_(source),
+        "temperature": np.float64(settings.temperature),
+        "timestep": np.float64(settings.timestep),
+        "stride": np.int64(settings.stride),
+        "equilibration_steps": np.int64(settings.equilibration_steps),
+        "friction": np.float64(settings.friction),
+        "seed": np.int64(settings.seed),
         "fingerprint": np.str_(fingerprint_arrays(R, z, E, F)),
         "type": np.str_("d"),
     }
     if source.startswith("smiles:"):
-        arrays["smiles"] = np.str_(source[len("smiles:"):])
+        arrays["smiles"] = np.str_(source[len("smiles:") :])
     arrays["md5"] = np.str_(sgdml_md5(arrays))
-    write_npz(output, arrays, compress=True)
+    write_npz_atomic(output, arrays, compress=True)
     logger.info("wrote %s: %d frames of %d atoms (%s)", output, len(E), len(z), theory)
     for line in trajectory_report(R, z, E, F).lines():
         logger.info("%s: %s", output.name, line)
@@ -230,8 +278,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geopatra label",
         description="Make an MD22-style dataset: Langevin MD with a reference calculator "
-                    "(GFN2-xTB by default); writes R [Å], z, E [kcal/mol], F [kcal/mol/Å] to an npz. "
-                    "Re-running an interrupted command resumes it.",
+        "(GFN2-xTB by default); writes R [Å], z, E [kcal/mol], F [kcal/mol/Å] to an npz. "
+        "Re-running an interrupted command resumes it.",
     )
     start = parser.add_mutually_exclusive_group(required=True)
     start.add_argument("--smiles", help="SMILES of the molecule (3D via RDKit ETKDG + MMFF)")
@@ -244,10 +292,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=defaults.frames)
     parser.add_argument("--equilibration-steps", type=int, default=defaults.equilibration_steps)
     parser.add_argument("--friction", type=float, default=defaults.friction, help="[1/fs]")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="seed of the embedding, velocities and thermostat")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of the embedding, velocities and thermostat",
+    )
     parser.add_argument("--calculator", choices=sorted(TBLITE_METHODS), default="gfn2")
-    parser.add_argument("--checkpoint-every", type=int, default=100, help="frames between checkpoints")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=100, help="frames between checkpoints"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -258,9 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = MDSettings(temperature=args.temperature, timestep=args.timestep, stride=args.stride,
-                          frames=args.frames, equilibration_steps=args.equilibration_steps,
-                          friction=args.friction, seed=args.seed)
+    settings = MDSettings(
+        temperature=args.temperature,
+        timestep=args.timestep,
+        stride=args.stride,
+        frames=args.frames,
+        equilibration_steps=args.equilibration_steps,
+        friction=args.friction,
+        seed=args.seed,
+    )
     if args.smiles is not None:
         atoms = atoms_from_smiles(args.smiles, seed=args.seed)
         source, name = f"smiles:{args.smiles}", args.name or "molecule"
@@ -269,12 +329,23 @@ def main(argv: list[str] | None = None) -> int:
         source, name = f"xyz:{args.xyz.name}", args.name or args.xyz.stem
     calculator, theory = reference_calculator(args.calculator)
     try:
-        label_molecule(atoms, args.output, settings=settings, calculator=calculator, theory=theory,
-                       name=name, source=source, checkpoint_every=args.checkpoint_every,
-                       overwrite=args.overwrite, progress=not args.no_progress)
+        label_molecule(
+            atoms,
+            args.output,
+            settings=settings,
+            calculator=calculator,
+            theory=theory,
+            name=name,
+            source=source,
+            checkpoint_every=args.checkpoint_every,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
     except KeyboardInterrupt:
-        logger.warning("interrupted; run the same command again to resume from %s",
-                       checkpoint_path(args.output))
+        logger.warning(
+            "interrupted; run the same command again to resume from %s",
+            checkpoint_path(args.output),
+        )
         return 130
     return 0
 

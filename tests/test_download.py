@@ -1,4 +1,4 @@
-"""Verified, resumable downloads and the MD22 registry, against a loopback HTTP server (no internet)."""
+"""Verified, resumable downloads and the MD22 registry, on a loopback HTTP server (no internet)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from geopatra.data.download import cache_dir, download, sgdml_md5, sha256_file, 
 from geopatra.errors import DataError, DownloadError
 
 
-def _npz_bytes(n_frames: int = 40, n_atoms: int = 6, seed: int = 0, md5: str | None = None) -> bytes:
+def _npz_bytes(
+    n_frames: int = 40, n_atoms: int = 6, seed: int = 0, md5: str | None = None
+) -> bytes:
     """An sGDML-style npz (uncompressed, with its md5 key) as bytes."""
     rng = np.random.default_rng(seed)
     arrays = {
@@ -62,8 +64,11 @@ def server():
             if self.path in state.corrupt_once:
                 state.corrupt_once.discard(self.path)
                 middle = len(payload) // 2
-                payload = payload[:middle] + bytes(b ^ 0xFF for b in payload[middle:middle + 64]) \
-                    + payload[middle + 64:]
+                payload = (
+                    payload[:middle]
+                    + bytes(b ^ 0xFF for b in payload[middle : middle + 64])
+                    + payload[middle + 64 :]
+                )
             status = 206 if start else 200
             state.log.append((self.path, requested, status))
             self.send_response(status)
@@ -84,7 +89,7 @@ def server():
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state
     httpd.shutdown()
@@ -195,8 +200,15 @@ def test_md22_registry_lookup():
     assert md22.md22_entry("ac-ala3-nhme").n_atoms == 42
     assert md22.md22_entry("md22_double-walled_nanotube.npz").n_train == 800
     assert md22.md22_entry("Buckyball_Catcher").filename == "md22_buckyball-catcher.npz"
-    assert [md22.MD22[name].n_train for name in md22.MD22_MOLECULES] == [6000, 8000, 8000, 3000,
-                                                                         2000, 600, 800]
+    assert [md22.MD22[name].n_train for name in md22.MD22_MOLECULES] == [
+        6000,
+        8000,
+        8000,
+        3000,
+        2000,
+        600,
+        800,
+    ]
     with pytest.raises(DataError, match="AT-AT-CG-CG"):
         md22.resolve_md22("ethanol")
 

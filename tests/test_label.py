@@ -1,4 +1,4 @@
-"""``geopatra label``: MD-sampled labelled datasets, determinism, and resume after an interruption."""
+"""``geopatra label``: MD-sampled labelled datasets, determinism, resume after an interruption."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from geopatra.label import EV_TO_KCAL_MOL, MDSettings, checkpoint_path, label_mo
 from geopatra.labeling.npzio import CHECKPOINT_KIND
 from geopatra.labeling.report import trajectory_report
 
-SETTINGS = MDSettings(temperature=300.0, timestep=0.5, stride=3, frames=8, equilibration_steps=5, seed=7)
+SETTINGS = MDSettings(
+    temperature=300.0, timestep=0.5, stride=3, frames=8, equilibration_steps=5, seed=7
+)
 
 
 class FlakyEMT(EMT):
@@ -37,14 +39,33 @@ class FlakyEMT(EMT):
 
 
 @pytest.fixture
+def one_openmp_thread():
+    """tblite shares torch's OpenMP runtime: with torch at 2 threads on a busy 2-core machine, its
+    SCF spin-waits and runs ~30x slower. Run the tblite tests on one thread, then restore."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def ethanol() -> Atoms:
     return molecule("CH3CH2OH")
 
 
 def _label(atoms, output, settings=SETTINGS, calculator=None, **kwargs):
-    return label_molecule(atoms, output, settings=settings, calculator=calculator or FlakyEMT(),
-                          theory="EMT (test)", name="ethanol", source="test", progress=False,
-                          **kwargs)
+    return label_molecule(
+        atoms,
+        output,
+        settings=settings,
+        calculator=calculator or FlakyEMT(),
+        theory="EMT (test)",
+        name="ethanol",
+        source="test",
+        progress=False,
+        **kwargs,
+    )
 
 
 def _sha(path) -> str:
@@ -67,9 +88,12 @@ def test_dataset_keys_shapes_units_and_metadata(ethanol, tmp_path):
     # Labels are the calculator's, converted eV -> kcal/mol; forces are raw (no FixCom projection).
     for frame in (0, 7):
         check = Atoms(numbers=z, positions=R[frame], calculator=EMT())
-        np.testing.assert_allclose(E[frame], check.get_potential_energy() * EV_TO_KCAL_MOL, rtol=1e-12)
-        np.testing.assert_allclose(F[frame], check.get_forces() * EV_TO_KCAL_MOL, rtol=1e-10,
-                                   atol=1e-10)
+        np.testing.assert_allclose(
+            E[frame], check.get_potential_energy() * EV_TO_KCAL_MOL, rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            F[frame], check.get_forces() * EV_TO_KCAL_MOL, rtol=1e-10, atol=1e-10
+        )
     assert not np.allclose(R[0], ethanol.positions)  # the trajectory moved
     assert np.ptp(E) > 0
     assert not checkpoint_path(path).exists()
@@ -79,8 +103,9 @@ def test_same_seed_same_file_other_seed_other_data(ethanol, tmp_path):
     first = _label(ethanol, tmp_path / "a.npz")
     second = _label(ethanol, tmp_path / "b.npz")
     assert _sha(first) == _sha(second)
-    other = _label(ethanol, tmp_path / "c.npz",
-                   settings=MDSettings(**{**SETTINGS.__dict__, "seed": 8}))
+    other = _label(
+        ethanol, tmp_path / "c.npz", settings=MDSettings(**{**SETTINGS.__dict__, "seed": 8})
+    )
     with np.load(first) as a, np.load(other) as c:
         assert not np.array_equal(a["R"], c["R"])
 
@@ -129,18 +154,33 @@ def test_settings_are_validated():
         MDSettings(temperature=-1.0)
 
 
-def test_cli_labels_water_with_gfn2(tmp_path):
+def test_cli_labels_water_with_gfn2(tmp_path, one_openmp_thread):
     pytest.importorskip("tblite")
     pytest.importorskip("rdkit")
     output = tmp_path / "water.npz"
-    argv = ["--smiles", "O", "--name", "water", "--frames", "3", "--stride", "2",
-            "--equilibration-steps", "2", "--seed", "1", "--output", str(output), "--no-progress"]
+    argv = [
+        "--smiles",
+        "O",
+        "--name",
+        "water",
+        "--frames",
+        "3",
+        "--stride",
+        "2",
+        "--equilibration-steps",
+        "2",
+        "--seed",
+        "1",
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     with np.load(output) as data:
         assert data["R"].shape == (3, 3, 3) and data["z"].tolist() == [8, 1, 1]
         assert str(data["theory"]).startswith("GFN2-xTB (tblite ")
         assert str(data["smiles"]) == "O"
-        # GFN2-xTB water is about -5.07 Hartree = -3182 kcal/mol: the eV -> kcal/mol factor is applied.
+        # GFN2-xTB water is about -5.07 Ha = -3182 kcal/mol: the eV -> kcal/mol factor is applied.
         assert -3300 < data["E"].min() and data["E"].max() < -3100
         first = data["R"].copy()
     assert main(argv + ["--overwrite"]) == 0
@@ -165,15 +205,28 @@ def test_trajectory_report_flags_broken_bonds_and_close_contacts(ethanol):
     assert report.force_max == pytest.approx(np.sqrt(3.0))
 
 
-def test_cli_from_xyz_with_gfn1(tmp_path):
+def test_cli_from_xyz_with_gfn1(tmp_path, one_openmp_thread):
     pytest.importorskip("tblite")
     from ase.io import write
 
     start = tmp_path / "water.xyz"
     write(start, molecule("H2O"))
     output = tmp_path / "w.npz"
-    argv = ["--xyz", str(start), "--calculator", "gfn1", "--frames", "2", "--stride", "1",
-            "--equilibration-steps", "0", "--output", str(output), "--no-progress"]
+    argv = [
+        "--xyz",
+        str(start),
+        "--calculator",
+        "gfn1",
+        "--frames",
+        "2",
+        "--stride",
+        "1",
+        "--equilibration-steps",
+        "0",
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     with np.load(output) as data:
         assert str(data["name"]) == "water" and str(data["source"]) == "xyz:water.xyz"
@@ -202,3 +255,22 @@ def test_smiles_geometry_is_seeded_and_bad_smiles_is_a_data_error():
     np.testing.assert_array_equal(first.positions, second.positions)
     with pytest.raises(DataError, match="parsed"):
         atoms_from_smiles("C1CC(")
+
+
+def test_bundled_dataset_is_consistent():
+    from geopatra.datasets import bundled_path
+    from geopatra.errors import DataError
+
+    try:
+        path = bundled_path()
+    except DataError:
+        pytest.skip("bundled dataset not generated in this checkout")
+    with np.load(path) as data:
+        R, z, E, F = data["R"], data["z"], data["E"], data["F"]
+        assert R.shape[0] >= 2000 and R.shape[1:] == (42, 3) and F.shape == R.shape
+        assert str(data["theory"]).startswith("GFN2-xTB") and float(data["temperature"]) == 500.0
+        assert int(data["stride"]) >= 5
+        assert str(data["fingerprint"]) == fingerprint_arrays(R, z, E, F)
+        report = trajectory_report(R[::10], z, E[::10], F[::10])
+    assert report.frames_with_changed_bonds == 0 and report.min_distance > 0.7
+    assert path.stat().st_size <= 5_000_000

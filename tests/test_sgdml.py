@@ -91,6 +91,39 @@ def test_kernel_matches_autograd_hessian_and_is_spd() -> None:
     torch.testing.assert_close(op.diagonal(), K.diagonal(), rtol=0, atol=1e-13)
 
 
+def test_fast_products_equal_dense_kernel(ethanol: dict) -> None:
+    """The GEMM products (matmat/matvec: descriptor space) equal the atom-space dense blocks, on
+    ethanol with its 6 permutations; also block() with index tensors, fill_dense and columns."""
+    R = torch.as_tensor(ethanol["R"][:350:57])  # 7 frames
+    perms = torch.tensor(ETHANOL_GROUP)
+    op = SGDMLKernel(R, perms, sigma=3.0)
+    frames = torch.arange(7)
+    K = op.block(frames, frames)
+    torch.testing.assert_close(K, K.T, rtol=0, atol=1e-12)
+    V = torch.randn(op.n, 4, dtype=F64)
+    scale = float(K.abs().max())
+    torch.testing.assert_close(op.matmat(V), K @ V, rtol=1e-10, atol=1e-11 * scale)
+    torch.testing.assert_close(op.matvec(V[:, 1]), K @ V[:, 1], rtol=1e-10, atol=1e-11 * scale)
+    rows, cols = torch.tensor([4, 0, 6]), torch.tensor([5, 1, 2, 0])
+    d = 3 * 9
+    sub = K.view(7, d, 7, d)[rows][:, :, cols].reshape(3 * d, 4 * d)
+    torch.testing.assert_close(op.block(rows, cols), sub, rtol=0, atol=1e-13 * scale)
+    full, lower = torch.empty_like(K), torch.full_like(K, float("nan"))
+    op.fill_dense(full)
+    op.fill_dense(lower, lower_only=True)
+    torch.testing.assert_close(full, K, rtol=0, atol=1e-14 * scale)
+    mask = torch.ones_like(K, dtype=torch.bool).tril()
+    torch.testing.assert_close(lower[mask], K[mask], rtol=0, atol=1e-14 * scale)
+    idx = torch.tensor([150, 3, 3, 60, 61, 188])
+    torch.testing.assert_close(op.columns(idx), K[:, idx], rtol=0, atol=1e-13 * scale)
+    torch.testing.assert_close(op.diagonal(), K.diagonal(), rtol=1e-12, atol=1e-13 * scale)
+    # The exact solver on the operator (lower-triangle assembly) equals a dense solve.
+    b = torch.randn(op.n, dtype=F64)
+    res = solve_cholesky(op, b, 1e-3, progress=False)
+    ref = torch.linalg.solve(K + 1e-3 * torch.eye(op.n, dtype=F64), b)
+    torch.testing.assert_close(res.x, ref, rtol=1e-8, atol=1e-8 * float(ref.abs().max()))
+
+
 def test_exact_solver_matches_dense_solve() -> None:
     A = torch.randn(60, 40, dtype=F64)
     K = A @ A.T  # PSD, rank 40

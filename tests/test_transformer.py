@@ -14,9 +14,10 @@ from geopatra.models.forces import energy_and_forces
 from geopatra.models.transformer import GeoPaTra
 from geopatra.models.transformer.readout import fit_element_shifts
 
-SMALL = dict(
-    num_features=16, num_tensor_features=8, lmax=2, num_layers=2, num_heads=2, num_rbf=16, radial_hidden=16
-)
+SMALL = {
+    "num_features": 16, "num_tensor_features": 8, "lmax": 2, "num_layers": 2, "num_heads": 2,
+    "num_rbf": 16, "radial_hidden": 16,
+}
 TOL = {"float64": 1e-10, "float32": 1e-4}
 TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
 
@@ -28,8 +29,10 @@ def small_model(dtype: str = "float64", **overrides) -> GeoPaTra:
 
 
 def _randomise_outputs(model: GeoPaTra) -> None:
-    """Give the last linear layers non-trivial weights (default inits of e3nn linears are fine)."""
+    """Stand in for a trained model: the readout's last layer starts at zero (energy = shifts), so
+    give it non-trivial weights, and a non-unit scale (default inits of e3nn linears are fine)."""
     with torch.no_grad():
+        torch.nn.init.normal_(model.readout.net[-1].weight, std=0.5)
         model.energy_scale.fill_(3.0)
 
 

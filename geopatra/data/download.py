@@ -135,8 +135,10 @@ def _cached_ok(dest: Path, sha256: str | None, validate: Callable[[Path], object
             recorded = sidecar.read_text().split()[0]
             digest = sha256_file(dest)
             if digest != recorded:
-                raise DataError(f"{dest}: sha256 {digest} differs from the one recorded at download "
-                                f"({recorded}); the file changed on disk.")
+                raise DataError(
+                    f"{dest}: sha256 {digest} differs from the one recorded at download "
+                    f"({recorded}); the file changed on disk."
+                )
             if sha256 is not None and digest != sha256.lower():
                 raise DataError(f"{dest}: sha256 {digest} does not match the pinned {sha256}.")
         else:  # placed by hand or by an older version: verify fully, then record
@@ -174,8 +176,14 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool) -> int | 
             span, _, total_text = content_range.removeprefix("bytes ").partition("/")
             start = span.partition("-")[0].strip()
             if start != str(offset):
-                raise DownloadError(f"{url}: asked for bytes from {offset}, got range {content_range!r}")
-            total = int(total_text) if total_text.isdigit() else (offset + int(length) if length else None)
+                raise DownloadError(
+                    f"{url}: asked for bytes from {offset}, got range {content_range!r}"
+                )
+            total = (
+                int(total_text)
+                if total_text.isdigit()
+                else (offset + int(length) if length else None)
+            )
             mode = "ab"
             logger.info("%s: resuming at byte %d", url, offset)
         else:
@@ -183,10 +191,17 @@ def _transfer(url: str, part: Path, *, timeout: float, progress: bool) -> int | 
                 logger.warning("%s: server ignored the Range request; restarting from byte 0", url)
             offset, mode = 0, "wb"
             total = int(length) if length else None
-        with open(part, mode) as handle, tqdm(
-            total=total, initial=offset, unit="B", unit_scale=True, disable=not progress,
-            desc=part.name.removesuffix(".part"),
-        ) as bar:
+        with (
+            open(part, mode) as handle,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                desc=part.name.removesuffix(".part"),
+            ) as bar,
+        ):
             for block in iter(lambda: response.read(_CHUNK), b""):
                 handle.write(block)
                 bar.update(len(block))
@@ -236,8 +251,12 @@ def download(
             total = _transfer(url, part, timeout=timeout, progress=progress)
         except (urllib.error.URLError, HTTPException, OSError, DownloadError) as exc:
             failures.append(f"attempt {attempt + 1} ({url}): {exc}")
-            logger.warning("download of %s failed (%s); %s", url, exc,
-                           "will resume" if attempt < retries else "giving up")
+            logger.warning(
+                "download of %s failed (%s); %s",
+                url,
+                exc,
+                "will resume" if attempt < retries else "giving up",
+            )
             if isinstance(exc, (urllib.error.HTTPError, DownloadError)):
                 part.unlink(missing_ok=True)
             continue

@@ -1,4 +1,4 @@
-"""The MD22 benchmark (Chmiela et al., Sci. Adv. 2023) by molecule name: registry and cached download.
+"""The MD22 benchmark (Chmiela et al., Sci. Adv. 2023) by name: registry and cached download.
 
 The files are the sGDML npz datasets (Å, kcal/mol; keys R, z, E, F, md5, ...) served by the sGDML
 repository. :func:`resolve_md22` downloads a molecule once into the cache (``$GEOPATRA_CACHE``,
@@ -65,10 +65,14 @@ MD22 = _entries(
     MD22Entry("stachyose", "md22_stachyose.npz", 87, 8000),
     MD22Entry("AT-AT", "md22_AT-AT.npz", 60, 3000),
     MD22Entry("AT-AT-CG-CG", "md22_AT-AT-CG-CG.npz", 118, 2000),
-    MD22Entry("buckyball-catcher", "md22_buckyball-catcher.npz", 148, 600,
-              aliases=("buckyball",)),
-    MD22Entry("double-walled-nanotube", "md22_double-walled_nanotube.npz", 370, 800,
-              aliases=("nanotube", "dw-nanotube")),
+    MD22Entry("buckyball-catcher", "md22_buckyball-catcher.npz", 148, 600, aliases=("buckyball",)),
+    MD22Entry(
+        "double-walled-nanotube",
+        "md22_double-walled_nanotube.npz",
+        370,
+        800,
+        aliases=("nanotube", "dw-nanotube"),
+    ),
 )
 
 #: Canonical names, in the order of the paper.
@@ -99,7 +103,9 @@ def md22_entry(name: str) -> MD22Entry:
     )
 
 
-def _check_molecule(entry: MD22Entry, validate: Callable[[Path], object] | None) -> Callable[[Path], None]:
+def _check_molecule(
+    entry: MD22Entry, validate: Callable[[Path], object] | None
+) -> Callable[[Path], None]:
     """A validator: the caller's ``validate``, then the atom count against the registry."""
 
     def check(path: Path) -> None:
@@ -110,7 +116,9 @@ def _check_molecule(entry: MD22Entry, validate: Callable[[Path], object] | None)
                 raise DataError(f"{path}: no 'z' key; not an sGDML/MD22 dataset.")
             n_atoms = int(np.asarray(data["z"]).shape[-1])
         if n_atoms != entry.n_atoms:
-            raise DataError(f"{path}: {n_atoms} atoms per frame; MD22 {entry.name} has {entry.n_atoms}.")
+            raise DataError(
+                f"{path}: {n_atoms} atoms per frame; MD22 {entry.name} has {entry.n_atoms}."
+            )
 
     return check
 
@@ -146,6 +154,11 @@ def resolve_md22(
     """
     entry = md22_entry(name)
     dest = default_cache_dir(cache_dir) / "md22" / entry.filename
-    return download(entry.url, dest, sha256=entry.sha256, validate=_check_molecule(entry, validate),
-                    progress=progress, retries=retries)
-
+    return download(
+        entry.url,
+        dest,
+        sha256=entry.sha256,
+        validate=_check_molecule(entry, validate),
+        progress=progress,
+        retries=retries,
+    )

@@ -1,9 +1,9 @@
 """Byte-reproducible, atomic npz writing, and the labelling checkpoint format.
 
 ``numpy.savez`` stamps every member with the current time, so two runs with identical arrays give
-different files. :func:`write_npz` fixes the zip timestamps and member order, and writes through a
-temporary file in the same directory followed by ``os.replace``: readers see either the old file or
-the complete new one, never a torn write.
+different files. :func:`write_npz_atomic` fixes the zip timestamps and member order, and writes
+through a temporary file in the same directory followed by ``os.replace``: readers see either the
+old file or the complete new one, never a torn write.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CHECKPOINT_VERSION = 1
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def write_npz(path: str | Path, arrays: dict[str, Any], *, compress: bool = True) -> Path:
+def write_npz_atomic(path: str | Path, arrays: dict[str, Any], *, compress: bool = True) -> Path:
     """Write ``arrays`` to ``path`` as an npz (zip of .npy members), atomically and reproducibly.
 
     Members are written in the order of ``arrays`` with a fixed timestamp, so equal arrays give
@@ -55,7 +55,9 @@ def write_npz(path: str | Path, arrays: dict[str, Any], *, compress: bool = True
     return path
 
 
-def save_checkpoint(path: str | Path, *, settings: dict, state: dict[str, np.ndarray], rng_state: dict) -> None:
+def save_checkpoint(
+    path: str | Path, *, settings: dict, state: dict[str, np.ndarray], rng_state: dict
+) -> None:
     """Atomically write a labelling checkpoint: run settings, MD state arrays and the RNG state.
 
     Args:
@@ -70,7 +72,7 @@ def save_checkpoint(path: str | Path, *, settings: dict, state: dict[str, np.nda
         "rng_state": np.str_(json.dumps(rng_state, sort_keys=True, default=int)),
     }
     arrays.update(state)
-    write_npz(path, arrays, compress=False)
+    write_npz_atomic(path, arrays, compress=False)
 
 
 def load_checkpoint(path: str | Path, *, settings: dict) -> tuple[dict[str, np.ndarray], dict]:
@@ -87,12 +89,17 @@ def load_checkpoint(path: str | Path, *, settings: dict) -> tuple[dict[str, np.n
         with np.load(path, allow_pickle=False) as data:
             contents = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: unreadable labelling checkpoint ({exc}); delete it to start over.") from exc
+        raise CheckpointError(
+            f"{path}: unreadable labelling checkpoint ({exc}); delete it to start over."
+        ) from exc
     if str(contents.get("kind", "")) != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not a geopatra labelling checkpoint (no kind={CHECKPOINT_KIND!r}).")
+        raise CheckpointError(
+            f"{path}: not a geopatra labelling checkpoint (no kind={CHECKPOINT_KIND!r})."
+        )
     if int(contents["version"]) != CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint version {int(contents['version'])}; expected {CHECKPOINT_VERSION}. "
+            f"{path}: checkpoint version {int(contents['version'])}; "
+            f"expected {CHECKPOINT_VERSION}. "
             "Delete it to start over."
         )
     stored = json.loads(str(contents.pop("settings")))

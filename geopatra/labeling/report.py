@@ -23,7 +23,7 @@ class TrajectoryReport:
         energy_mean, energy_std, energy_min, energy_max: energies [kcal/mol].
         force_rms: root mean square force component [kcal/mol/Å].
         force_max: largest per-atom force norm [kcal/mol/Å].
-        max_net_force: largest norm of the summed forces of a frame [kcal/mol/Å] (≈0 if consistent).
+        max_net_force: largest norm of the summed forces of a frame [kcal/mol/Å] (≈0).
     """
 
     n_frames: int
@@ -62,7 +62,9 @@ def _bonds(positions: np.ndarray, limits: np.ndarray) -> np.ndarray:
     return distance < limits
 
 
-def trajectory_report(R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray) -> TrajectoryReport:
+def trajectory_report(
+    R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray
+) -> TrajectoryReport:
     """Compute a :class:`TrajectoryReport` (frame by frame, O(n N^2) memory-light)."""
     radii = covalent_radii[np.asarray(z)]
     sum_radii = radii[:, None] + radii[None]
@@ -78,9 +80,16 @@ def trajectory_report(R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray
     E = np.asarray(E).reshape(-1)
     norms = np.linalg.norm(F, axis=-1)
     return TrajectoryReport(
-        n_frames=int(R.shape[0]), n_atoms=int(R.shape[1]), min_distance=min_distance,
-        max_bond_stretch=max_stretch, frames_with_changed_bonds=changed,
-        energy_mean=float(E.mean()), energy_std=float(E.std()), energy_min=float(E.min()),
-        energy_max=float(E.max()), force_rms=float(np.sqrt(np.mean(F**2))),
-        force_max=float(norms.max()), max_net_force=float(np.linalg.norm(F.sum(axis=1), axis=-1).max()),
+        n_frames=int(R.shape[0]),
+        n_atoms=int(R.shape[1]),
+        min_distance=min_distance,
+        max_bond_stretch=max_stretch,
+        frames_with_changed_bonds=changed,
+        energy_mean=float(E.mean()),
+        energy_std=float(E.std()),
+        energy_min=float(E.min()),
+        energy_max=float(E.max()),
+        force_rms=float(np.sqrt(np.mean(F**2))),
+        force_max=float(norms.max()),
+        max_net_force=float(np.linalg.norm(F.sum(axis=1), axis=-1).max()),
     )

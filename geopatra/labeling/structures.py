@@ -27,7 +27,8 @@ def import_optional(module: str):
         return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            f"geopatra label needs the optional package {module.split('.')[0]!r}; {LABEL_EXTRA_HINT}"
+            f"geopatra label needs the optional package {module.split('.')[0]!r}; "
+            f"{LABEL_EXTRA_HINT}"
         ) from exc
 
 
@@ -61,14 +62,18 @@ def atoms_from_smiles(smiles: str, *, seed: int = 0, mmff_iterations: int = 2000
     if all_chem.MMFFHasAllMoleculeParams(mol):
         status = all_chem.MMFFOptimizeMolecule(mol, maxIters=mmff_iterations)
         if status != 0:
-            logger.warning("MMFF relaxation of %s did not converge in %d steps", smiles, mmff_iterations)
+            logger.warning(
+                "MMFF relaxation of %s did not converge in %d steps", smiles, mmff_iterations
+            )
     else:
         logger.warning("MMFF has no parameters for %s; using the ETKDG geometry unrelaxed", smiles)
     numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]
     positions = np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
     charge = chem.GetFormalCharge(mol)
     if charge != 0:
-        logger.warning("%s has formal charge %+d; the reference calculator runs it neutral", smiles, charge)
+        logger.warning(
+            "%s has formal charge %+d; the reference calculator runs it neutral", smiles, charge
+        )
     return Atoms(numbers=numbers, positions=positions)
 
 

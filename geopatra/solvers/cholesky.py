@@ -1,8 +1,9 @@
 """Exact solve of ``(K + λI) x = b`` by a Cholesky factorisation of the assembled kernel.
 
-The kernel is assembled column block by column block from any ``KernelOperator`` (its
-``columns``), on the operator's device, into one [n, n] float64 matrix that is then factored in
-place. The memory this needs (``n² · 8`` bytes plus one column block) is logged before anything is
+The kernel is assembled on the operator's device into one [n, n] float64 matrix that is then
+factored in place: by the operator's ``fill_dense`` where it has one (the sGDML kernel; only the
+lower triangle on CPU), else column block by column block from any ``KernelOperator``'s
+``columns``. The memory this needs (``n² · 8`` bytes plus one column block) is logged before anything is
 allocated, and the solve is refused with :class:`SolverError` when it exceeds ``memory_budget_gb``:
 use the iterative solver (``solver: iterative``, :func:`geopatra.solvers.pcg.solve_iterative`)
 instead. If the factorisation fails, jitter is added to the diagonal by decades (with a warning).
@@ -110,7 +111,17 @@ def solve_cholesky(
 
 
 def _assemble(operator: KernelOperator, K: Tensor, block_columns: int, progress: bool) -> None:
-    """Fill ``K`` [n, n] with the operator's columns, ``block_columns`` at a time."""
+    """Fill ``K`` [n, n] from the operator.
+
+    Operators with a ``fill_dense(K, lower_only=..., progress=...)`` method (the sGDML kernel's
+    atom-space block formula) write it directly; on CPU only the row-major lower triangle, which
+    is all :func:`_factor_in_place` and :func:`_solve_factored` read. Otherwise the operator's
+    columns are copied in, ``block_columns`` at a time.
+    """
+    fill = getattr(operator, "fill_dense", None)
+    if callable(fill):
+        fill(K, lower_only=K.device.type == "cpu", progress=progress)
+        return
     n, step = K.shape[0], max(1, int(block_columns))
     for s in tqdm(range(0, n, step), desc="kernel assembly", disable=not progress, leave=False):
         idx = torch.arange(s, min(n, s + step), device=K.device)

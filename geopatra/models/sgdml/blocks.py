@@ -43,13 +43,14 @@ def matern_coefficients(r: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
 
 def block_tables(op: SGDMLKernel) -> dict[str, Tensor]:
     """σ-independent tables of the block formula for all training frames, computed once per
-    operator and cached on it (``S M N²`` entries each)::
+    operator and cached on it (about ``3 S M N²`` entries)::
 
-        x_sq   [N, M, S, N]   (P_p x_j)[a, b]  as  [a, j, p, b]
-        xt_sq  [M, N, S, N]   (P_pᵀ x_i)[a, b] as  [i, a, p, b]
-        jtx    [M, N, 3]      J_jᵀ x_j
-        g_rows [S, N, M, N, 3]  g_j[πc, c', l] as [p, c, j, c', l]
-        g_both [S*N, N, M, 3]   g_j[πc, πe, l] as [(p, c), e, j, l]
+        x_sq   [N, M, S, N]     (P_p x_j)[a, b]  as  [a, j, p, b]
+        xt_sq  [M, N, S, N]     (P_pᵀ x_i)[a, b] as  [i, a, p, b]
+        jtx    [M, N, 3]        J_jᵀ x_j
+        g_t    [N, N, M, 3]     g_j[a, b, l]     as  [a, b, j, l]
+        g_rows [S, N, M, N, 3]  g_j[πc, c', l]   as  [p, c, j, c', l]
+        g_both [N, N, M, S, 3]  g_j[πc, πe, l]   as  [c, e, j, p, l]
     """
     tables = op.__dict__.get("_block_tables")
     if tables is not None:
@@ -62,8 +63,9 @@ def block_tables(op: SGDMLKernel) -> dict[str, Tensor]:
         "x_sq": to_square(x_perm, n).permute(2, 0, 1, 3).contiguous(),
         "xt_sq": to_square(op.x[:, op.inv_dperms], n).permute(0, 2, 1, 3).contiguous(),
         "jtx": vjp(op.g, op.x),
+        "g_t": op.g.permute(1, 2, 0, 3).contiguous(),
         "g_rows": g_rows.permute(0, 2, 1, 3, 4).contiguous(),
-        "g_both": g_both.permute(0, 2, 3, 1, 4).reshape(s_count * n, n, m, 3),
+        "g_both": g_both.permute(2, 3, 1, 0, 4).contiguous(),
     }
     op.__dict__["_block_tables"] = tables
     return tables
@@ -80,34 +82,36 @@ def block_tile(op: SGDMLKernel, i: int, cols: Tensor | slice, out: Tensor) -> No
     """
     t = block_tables(op)
     n, s_count = op.n_atoms, op.n_perms
-    gi, gj = op.g[i], op.g[cols]  # [N, N, 3], [b, N, N, 3]
-    b = gj.shape[0]
+    gi = op.g[i]  # [N, N, 3]
+    g_t = t["g_t"][:, :, cols]  # [a, b', j, l]
+    b = g_t.shape[2]
     u = op.x[i] - op.x_perm.view(op.n_frames, s_count, -1)[cols]  # [b, S, D]: x_i - P_p x_j
     c1, c2 = matern_coefficients(torch.linalg.vector_norm(u, dim=-1), op.sigma)  # [b, S]
 
-    # Rank-S term, which initialises the tile: -c2 (J_iᵀ u)(J_jᵀ P_pᵀ u)ᵀ.
+    # Rank-S factors: -c2 (J_iᵀ u) and J_jᵀ P_pᵀ u (u = x_i - P_p x_j, P_pᵀ P_p = I).
     x_sq = t["x_sq"][:, cols].reshape(n, b * s_count, n)  # [a, (j, p), b']
-    left = t["jtx"][i] - torch.bmm(x_sq, gi).view(n, b, s_count, 3).permute(1, 2, 0, 3)
-    right = torch.matmul(t["xt_sq"][i][None], gj) - t["jtx"][cols][:, :, None]  # [b, a, p, l]
-    left = left.reshape(b, s_count, 3 * n) * (-c2)[..., None]  # [j, p, (a, k)]
-    right = right.permute(0, 2, 1, 3).reshape(b, s_count, 3 * n)  # [j, p, (a, l)]
-    out.copy_(torch.bmm(left.transpose(1, 2), right).transpose(0, 1))
+    left = t["jtx"][i][:, None, None, :] - torch.bmm(x_sq, gi).view(n, b, s_count, 3)  # [c, j, p, k]
+    left = (left * (-c2)[None, :, :, None]).permute(2, 0, 3, 1).contiguous()  # [p, c, k, j]
+    right = torch.bmm(t["xt_sq"][i], g_t.reshape(n, n, b * 3)).view(n, s_count, b, 3)  # [c', p, j, l]
+    right = right.permute(1, 2, 0, 3) - t["jtx"][cols][None]  # [p, j, c', l]
+    right = right.contiguous()
 
+    out.zero_()
     out5 = out.view(n, 3, b, n, 3)  # [c, k, j, c', l]
     for p in range(s_count):
+        out5.addcmul_(left[p][:, :, :, None, None], right[p][None, None])
         # Off-atom term: -c1 g_i[c, π⁻¹c', k] g_j[πc, c', l] (x part repeated over l, so that
         # the innermost loop runs over (c', l) for every operand).
         x_part = gi[:, op.inv_perms[p]].permute(0, 2, 1)[:, :, None, :, None].expand(n, 3, 1, n, 3)
         y_part = c1[None, :, p, None, None] * t["g_rows"][p, :, cols]  # [c, j, c', l]
         out5.addcmul_(x_part.contiguous(), y_part[:, None], value=-1.0)
-    # Diagonal term at c' = πc: c1 Σ_e g_i[c, e, k] g_j[πc, πe, l], all p in one batched GEMM.
-    left_g = gi.permute(0, 2, 1)[None].expand(s_count, -1, -1, -1).reshape(s_count * n, 3, n)
-    right_g = t["g_both"][:, :, cols].reshape(s_count * n, n, b * 3)  # [(p, c), e, (j, l)]
-    diag = torch.bmm(left_g, right_g).view(s_count, n, 3, b, 3)
-    diag *= c1.T[:, None, None, :, None]
+    # Diagonal term at c' = πc: c1 Σ_e g_i[c, e, k] g_j[πc, πe, l], one GEMM per atom c.
+    right_g = t["g_both"][:, :, cols].reshape(n, n, b * s_count * 3)  # [c, e, (j, p, l)]
+    diag = torch.bmm(gi.permute(0, 2, 1), right_g).view(n, 3, b, s_count, 3)  # [c, k, j, p, l]
+    diag = (diag * c1[None, None, :, :, None]).permute(3, 0, 1, 2, 4)  # [p, c, k, j, l]
     atoms = torch.arange(n, device=out.device).repeat(s_count)
     out5.permute(0, 3, 1, 2, 4).index_put_(
-        (atoms, op.perms.reshape(-1)), diag.view(s_count * n, 3, b, 3), accumulate=True
+        (atoms, op.perms.reshape(-1)), diag.reshape(s_count * n, 3, b, 3), accumulate=True
     )
 
 

@@ -48,7 +48,7 @@ from geopatra.models.sgdml.descriptor import (
 #: Target size of temporary tensors in the block computations [bytes].
 _BLOCK_BYTES = 256 * 2**20
 #: Target number of entries of one dense kernel tile (small enough to stay in cache).
-_TILE_ENTRIES = 2**18
+_TILE_ENTRIES = 2**19
 
 
 def _sq_dist(x: Tensor, y: Tensor, y_sq: Tensor) -> Tensor:
@@ -206,12 +206,15 @@ class SGDMLKernel:
 
     def columns(self, idx: Tensor) -> Tensor:
         """``K[:, idx]`` [n, k], from the dense rows ``K[frames, :]`` of the frames ``idx`` touches
-        (``K`` is symmetric)."""
+        (``K`` is symmetric). Returned as the transpose of a row-major [k, n] tensor (no copy)."""
         idx = idx.to(self.device, torch.long)
         d = 3 * self.n_atoms
         frames, inverse = torch.unique(idx // d, return_inverse=True)
         rows = self.block(frames, torch.arange(self.n_frames, device=self.device))  # [f*d, n]
-        return rows[inverse * d + idx % d].T.contiguous()
+        sel = inverse * d + idx % d
+        if sel.numel() == rows.shape[0] and bool((sel == torch.arange(sel.numel(), device=sel.device)).all()):
+            return rows.T
+        return rows[sel].T
 
     def diagonal(self) -> Tensor:
         """``diag(K)`` [n] from the M diagonal blocks (direct formula, ``O(M S N²)``)."""

@@ -21,6 +21,9 @@ class ScalarReadout(nn.Module):
     def __init__(self, num_features: int, hidden: int) -> None:
         super().__init__()
         self.net = variance_preserving_mlp([num_features, hidden, 1])
+        # Start from E = sum of element shifts (the training mean): an O(1) random readout times the
+        # force scale would put energies hundreds of kcal/mol off and swamp the force signal early.
+        nn.init.zeros_(self.net[-1].weight)
 
     def forward(self, scalars: Tensor) -> Tensor:
         return self.net(scalars).squeeze(-1)
