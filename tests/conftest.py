@@ -41,11 +41,14 @@ def bundled_checkpoints(tmp_path_factory) -> dict[str, Path]:
     from geopatra.cli import main
 
     paths = {}
+    # enough GeoPaTra training that its forces are not ~0 (its readout starts at zero)
+    sizes = {"geopatra": ("64", "8"), "sgdml": ("16", "1")}
     for kind, config in TINY_CONFIGS.items():
         run = tmp_path_factory.mktemp(f"bundled_{kind}")
+        n_train, epochs = sizes[kind]
         main([
-            "fit", "--config", str(config), "--data.path", "bundled", "--data.n_train", "16",
-            "--data.n_val", "8", "--data.n_test", "8", "--trainer.max_epochs", "2",
+            "fit", "--config", str(config), "--data.path", "bundled", "--data.n_train", n_train,
+            "--data.n_val", "8", "--data.n_test", "8", "--trainer.max_epochs", epochs,
             "--trainer.default_root_dir", str(run),
         ])
         paths[kind] = run / "checkpoints" / "last.ckpt"

@@ -26,11 +26,11 @@ SPAN_FS = 100.0
 
 
 def _excursion(calc, atoms: Atoms, timestep_fs: float) -> tuple[float, float]:
-    """max |E_tot - E_tot(0)| [meV/atom] and drift/σ(E_kin) over SPAN_FS of NVE at 300 K."""
+    """max |E_tot - E_tot(0)| [meV/atom] and drift/σ(E_kin) over SPAN_FS of NVE from 100 K."""
     atoms = atoms.copy()
     atoms.calc = calc
     report, series = run_md(
-        atoms, ensemble="nve", temperature=300.0, timestep_fs=timestep_fs,
+        atoms, ensemble="nve", temperature=100.0, timestep_fs=timestep_fs,
         steps=int(round(SPAN_FS / timestep_fs)), seed=1, progress=False,
     )
     assert not report.exploded, report.reason
@@ -42,7 +42,7 @@ def assert_conserves_energy(calc, atoms: Atoms) -> None:
     coarse, drift_coarse = _excursion(calc, atoms, 0.5)
     fine, drift_fine = _excursion(calc, atoms, 0.25)
     assert fine / coarse < 0.35, f"E_tot excursion {coarse:.4g} -> {fine:.4g} meV/atom when dt halves"
-    assert drift_coarse < 0.1 and drift_fine < 0.1, (drift_coarse, drift_fine)
+    assert drift_coarse < 0.1 and drift_fine < 0.1, f"drift/σ(E_kin) {drift_coarse:.3g}, {drift_fine:.3g}"
 
 
 class SwirlCalculator(Calculator):
@@ -72,10 +72,14 @@ def start() -> Atoms:
 @pytest.mark.parametrize("kind", ["geopatra", "sgdml"])
 def test_nve_conserves_energy(bundled_checkpoints, start, kind):
     calc = GeoPatraCalculator(bundled_checkpoints[kind], dtype="float64")
+    atoms = start.copy()
+    atoms.calc = calc
+    # a model with real forces, so that the check is not trivially met by free flight
+    assert np.abs(atoms.get_forces()).max() > 0.1  # eV/Å
     assert_conserves_energy(calc, start)
 
 
 def test_the_check_fails_for_non_conservative_forces(bundled_checkpoints, start):
     calc = SwirlCalculator(GeoPatraCalculator(bundled_checkpoints["sgdml"]))
-    with pytest.raises(AssertionError):
+    with pytest.raises(AssertionError, match="E_tot excursion|drift"):  # not an explosion
         assert_conserves_energy(calc, start)

@@ -135,6 +135,25 @@ def test_woodbury_equals_dense_inverse(method: str) -> None:
     torch.testing.assert_close(P(v), P_dense_inv @ v, rtol=1e-8, atol=1e-8 / lam)
 
 
+@pytest.mark.parametrize("method", SELECTIONS)
+def test_grouped_selection_takes_whole_groups(method: str) -> None:
+    """group_size=g picks ceil(k/g) whole groups of g consecutive columns (sGDML: geometries)."""
+    n, g, lam = 60, 5, 1e-2
+    K = matern_gram(n, 3, 0.3, seed=3)
+    P = NystromPreconditioner.build(DenseOperator(K), lam, 12, method, seed=0, group_size=g)
+    idx = torch.sort(P.indices).values
+    assert idx.numel() == 15 and P.k == 15
+    groups = idx.reshape(3, g)
+    assert torch.equal(groups - groups[:, :1], torch.arange(g).expand(3, g))
+    assert bool((groups[:, 0] % g == 0).all())
+    C, W = K[:, idx], K[idx][:, idx]
+    P_dense_inv = torch.linalg.inv(C @ torch.linalg.solve(W, C.T) + lam * torch.eye(n, dtype=F64))
+    torch.testing.assert_close(P(torch.eye(n, dtype=F64)), P_dense_inv, rtol=1e-8,
+                               atol=1e-8 / lam)
+    with pytest.raises(ValueError, match="group_size"):
+        NystromPreconditioner.build(DenseOperator(K), lam, 12, method, group_size=7)
+
+
 def test_pivoted_cholesky_factor_and_pivots() -> None:
     K = matern_gram(80, 2, 0.4, seed=4)
     idx, F = pivoted_cholesky(DenseOperator(K), 20)
@@ -254,7 +273,7 @@ def test_pcg_resume_after_interruption(tmp_path: Path) -> None:
 
 def test_solve_iterative_resume_via_max_iter(kernel_problem, tmp_path: Path) -> None:
     op, b, lam = kernel_problem
-    kw = dict(k=40, selection="leverage", adaptive=False, tol=1e-10, progress=False)
+    kw = {"k": 40, "selection": "leverage", "adaptive": False, "tol": 1e-10, "progress": False}
     full = solve_iterative(op, b, lam, **kw)
     assert full.converged and full.iterations > 20
     ckpt = tmp_path / "pcg.pt"
@@ -275,8 +294,8 @@ def test_solve_iterative_resume_via_max_iter(kernel_problem, tmp_path: Path) -> 
 
 def test_adaptive_k_growth(kernel_problem) -> None:
     op, b, lam = kernel_problem
-    kw = dict(selection="pivoted_cholesky", tol=1e-8, max_iter=300, progress=False,
-              stagnation_window=20, stagnation_factor=10.0)
+    kw = {"selection": "pivoted_cholesky", "tol": 1e-8, "max_iter": 300, "progress": False,
+              "stagnation_window": 20, "stagnation_factor": 10.0}
     with pytest.warns(RuntimeWarning, match="did not converge"):
         fixed = solve_iterative(op, b, lam, k=4, adaptive=False, **kw)
     assert not fixed.converged
