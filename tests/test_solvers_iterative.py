@@ -369,7 +369,7 @@ def test_sgdml_iterative_matches_cholesky_forces(ethanol_sgdml) -> None:
 def test_sgdml_nystrom_cuts_iterations_fivefold(ethanol_sgdml) -> None:
     _, _, _, op, b = ethanol_sgdml
     lam, tol = 1e-10, 1e-7
-    pre = solve_iterative(op, b, lam, k=270, selection="pivoted_cholesky", group_size=27,
+    pre = solve_iterative(op, b, lam, k=405, selection="pivoted_cholesky", group_size=27,
                           adaptive=False, tol=tol, progress=False)
     assert pre.converged
     budget = 5 * pre.iterations
@@ -377,4 +377,4 @@ def test_sgdml_nystrom_cuts_iterations_fivefold(ethanol_sgdml) -> None:
         warnings.simplefilter("ignore", RuntimeWarning)
         plain = solve_iterative(op, b, lam, preconditioner="none", tol=tol, max_iter=budget,
                                 progress=False)
-    assert not plain.converged  # plain CG needs more than 5x the preconditioned iterations
+    assert not plain.converged, (pre.iterations, plain.iterations)  # needs > 5x the PCG count

@@ -12,6 +12,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from geopatra.units import SGDML_UNITS, Units
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("R", "z", "E", "F")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 def _scalar_string(value: np.ndarray) -> str:
@@ -108,35 +110,53 @@ def read_npz(
     )
 
 
-def write_npz(dataset: MolecularDataset, path: str | os.PathLike, **extra: str | float | int) -> Path:
-    """Write ``dataset`` as an sGDML-style npz (Å, kcal/mol, with unit keys), atomically.
+def write_npz_atomic(path: str | Path, arrays: dict[str, Any], *, compress: bool = True) -> Path:
+    """Write ``arrays`` to ``path`` as an npz (zip of .npy members), atomically and reproducibly.
 
-    ``extra`` scalars (e.g. ``temperature=500``) are stored as additional keys.
+    Members are written in the order of ``arrays`` with a fixed timestamp, so equal arrays give
+    byte-identical files. ``path`` is used as given (no ``.npz`` is appended).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with zipfile.ZipFile(handle, mode="w", compression=method, allowZip64=True) as archive:
+                for key, value in arrays.items():
+                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+                    info.compress_type = method
+                    info.external_attr = 0o644 << 16
+                    with archive.open(info, mode="w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a dataset is meant to be shared
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+
+def write_npz(dataset: MolecularDataset, path: str | os.PathLike, **extra: str | float) -> Path:
+    """Write ``dataset`` as an sGDML-style npz (Å, kcal/mol, with unit keys), atomically and
+    byte-reproducibly. ``extra`` scalars (e.g. ``temperature=500``) are stored as additional keys."""
     scalars = {**dataset.metadata, **extra}
     for key in ("r_unit", "e_unit", "name", "theory", "sha256"):
         scalars.pop(key, None)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(
-                handle,
-                R=dataset.R,
-                z=dataset.z,
-                E=dataset.E,
-                F=dataset.F,
-                r_unit=np.array(SGDML_UNITS.length),
-                e_unit=np.array(SGDML_UNITS.energy),
-                name=np.array(dataset.name),
-                theory=np.array(dataset.theory),
-                sha256=np.array(dataset.fingerprint),
-                **{key: np.array(value) for key, value in scalars.items()},
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    arrays = {
+        "R": dataset.R,
+        "z": dataset.z,
+        "E": dataset.E,
+        "F": dataset.F,
+        "r_unit": np.array(SGDML_UNITS.length),
+        "e_unit": np.array(SGDML_UNITS.energy),
+        "name": np.array(dataset.name),
+        "theory": np.array(dataset.theory),
+        "sha256": np.array(dataset.fingerprint),
+        **{key: np.array(value) for key, value in scalars.items()},
+    }
+    return write_npz_atomic(path, arrays)

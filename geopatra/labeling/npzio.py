@@ -1,58 +1,20 @@
-"""Byte-reproducible, atomic npz writing, and the labelling checkpoint format.
-
-``numpy.savez`` stamps every member with the current time, so two runs with identical arrays give
-different files. :func:`write_npz_atomic` fixes the zip timestamps and member order, and writes
-through a temporary file in the same directory followed by ``os.replace``: readers see either the
-old file or the complete new one, never a torn write.
-"""
+"""The labelling checkpoint format (written with :func:`geopatra.data.npz.write_npz_atomic`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from geopatra.data.npz import write_npz_atomic
 from geopatra.errors import CheckpointError
 
 #: Value of the ``kind`` key that marks a labelling checkpoint (never a dataset).
 CHECKPOINT_KIND = "geopatra-label-checkpoint"
 CHECKPOINT_VERSION = 1
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def write_npz_atomic(path: str | Path, arrays: dict[str, Any], *, compress: bool = True) -> Path:
-    """Write ``arrays`` to ``path`` as an npz (zip of .npy members), atomically and reproducibly.
-
-    Members are written in the order of ``arrays`` with a fixed timestamp, so equal arrays give
-    byte-identical files. ``path`` is used as given (no ``.npz`` is appended).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, mode="w", compression=method, allowZip64=True) as archive:
-                for key, value in arrays.items():
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-                    info.compress_type = method
-                    info.external_attr = 0o644 << 16
-                    with archive.open(info, mode="w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)  # mkstemp makes it 0600; a dataset is meant to be shared
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
 
 
 def save_checkpoint(

@@ -362,8 +362,8 @@ def solve_iterative(
     def matvec(v: Tensor) -> Tensor:
         return operator.matvec(v) + lam * v
 
-    common = dict(tol=tol, max_iter=max_iter, checkpoint_path=checkpoint_path,
-                  checkpoint_every=checkpoint_every, progress=progress)
+    common = {"tol": tol, "max_iter": max_iter, "checkpoint_path": checkpoint_path,
+              "checkpoint_every": checkpoint_every, "progress": progress}
     if preconditioner == "none":
         result = pcg(matvec, b, method="cg", **common)
     else:
@@ -372,7 +372,8 @@ def solve_iterative(
         k_max = max(k_max, k)
         if checkpoint_path is not None:  # resume with the k reached before the interruption
             state = read_checkpoint(checkpoint_path, b)
-            found = re.fullmatch(rf"pcg\[nystrom-{selection},k=(\d+)\]", str((state or {}).get("tag")))
+            tag = str((state or {}).get("tag"))
+            found = re.fullmatch(rf"pcg\[nystrom-{selection},k=(\d+)\]", tag)
             if found:
                 k = max(k, min(int(found.group(1)), k_max))
         x: Tensor | None = None
@@ -382,9 +383,9 @@ def solve_iterative(
                                             group_size=group_size)
             can_grow = adaptive and k < k_max
             result, reason = _pcg(matvec, b, preconditioner=P, x0=x, method=f"pcg[{P.name}]",
-                         start_iteration=iterations,
-                         stagnation_window=stagnation_window if can_grow else 0,
-                         stagnation_factor=stagnation_factor, **common)
+                                  start_iteration=iterations,
+                                  stagnation_window=stagnation_window if can_grow else 0,
+                                  stagnation_factor=stagnation_factor, **common)
             x, iterations = result.x, result.iterations
             if reason != "stagnated" or not can_grow:
                 break

@@ -1,17 +1,17 @@
-"""Dense blocks of the sGDML Hessian kernel in atom space (for columns and the exact solver).
+"""Dense blocks of the sGDML Hessian kernel (for columns and the exact solver).
 
-With the pair gradients ``g`` of :mod:`geopatra.models.sgdml.descriptor` (``J v`` has entries
-``g[a, e] · (v_a - v_e)``), a permutation ``π = perms[p]`` acting on training frame j, and
-``c1, c2`` at ``u = x_i - P_p x_j`` (:mod:`geopatra.models.sgdml.kernel`), the atom blocks
-``(c, k) x (c', l)`` of ``K[i, j] = Σ_p J_iᵀ (c1 I - c2 u uᵀ) P_p J_j`` are
+With ``c1, c2`` at ``u = x_i - P_p x_j`` (:mod:`geopatra.models.sgdml.kernel`),
 
-    off-atom      -c1 · g_i[c, π⁻¹c', k] · g_j[πc, c', l]          (one pair links c and c')
-    diagonal       c1 · Σ_e g_i[c, e, k] g_j[πc, πe, l]   at c' = πc  (all pairs of atom c)
-    rank S        -c2 · (J_iᵀ u)[c, k] · (J_jᵀ P_pᵀ u)[c', l]
+    K[i, j] = J_iᵀ C_ij J_j  -  Σ_p c2_p (J_iᵀ u_p)(J_jᵀ P_pᵀ u_p)ᵀ,     C_ij = Σ_p c1_p P_p.
 
-summed over p. The off-atom term is zero at ``c' = πc`` (``g[c, c] = 0``), so it is applied to
-every ``(c, c')``. Each term is a broadcast product or a small batched GEMM; the cost of a tile of
-``m x b`` frame pairs is ``O(m b S N²)``, the size of its output times S.
+The rank-S part is one GEMM per frame pair ([3N, S] @ [S, 3N]), with ``J_iᵀ P_p x_j`` and
+``J_jᵀ P_pᵀ x_i`` from batched GEMMs over atoms. ``C_ij`` is sparse: each descriptor pair
+d = (a, b) is sent only to pairs of the orbits of a and b, so whatever the group size S it has
+T ≲ Σ_d |orbit(a)| |orbit(b)| nonzeros (T = 2,421 for Ac-Ala3-NHMe with S = 243, against S·D =
+209,223 for the permutations one by one), obtained for a whole tile by one GEMM ``c1 @ ind``.
+``J_iᵀ C J_j`` then costs 4T 3x3 outer products per pair (the atoms of d times those of d', with
+``J[d, (c, ·)] = g[c, d∖c]``), accumulated by ``index_add_``. A tile of one row frame and b column
+frames costs ``O(b (S N² + T))`` operations, most of them in GEMMs.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from geopatra.models.sgdml.descriptor import to_square, vjp
+from geopatra.models.sgdml.descriptor import pair_indices, to_square, vjp
 
 if TYPE_CHECKING:
     from geopatra.models.sgdml.kernel import SGDMLKernel
 
-#: Frames per chunk in :func:`diagonal_blocks`.
-_DIAG_CHUNK = 64
+#: Target entries of the largest temporary in :func:`diagonal_blocks`.
+_DIAG_ENTRIES = 2**23
 
 
 def matern_coefficients(r: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
@@ -42,36 +42,68 @@ def matern_coefficients(r: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
 
 
 def block_tables(op: SGDMLKernel) -> dict[str, Tensor]:
-    """σ-independent tables of the block formula for all training frames, computed once per
-    operator and cached on it (about ``3 S M N²`` entries)::
+    """σ-independent tables of the block formula, computed once per operator and cached on it.
 
-        x_sq   [N, M, S, N]     (P_p x_j)[a, b]  as  [a, j, p, b]
-        xt_sq  [M, N, S, N]     (P_pᵀ x_i)[a, b] as  [i, a, p, b]
-        jtx    [M, N, 3]        J_jᵀ x_j
-        g_t    [N, N, M, 3]     g_j[a, b, l]     as  [a, b, j, l]
-        g_rows [S, N, M, N, 3]  g_j[πc, c', l]   as  [p, c, j, c', l]
-        g_both [N, N, M, S, 3]  g_j[πc, πe, l]   as  [c, e, j, p, l]
+    The symmetrised c1 part is ``J_iᵀ C J_j`` with ``C = Σ_p c1_p P_p``, a D x D matrix whose
+    nonzeros are the distinct descriptor-pair transitions ``(d, d' = π_p d)`` over the group: T
+    of them (a few per pair d: ``|orbit(a)| |orbit(b)|`` at most, however large S is), so
+    ``C = c1 @ ind`` with the 0/1 matrix ``ind`` [S, T]. Each transition links the atoms of d to
+    those of d' (4 atom pairs, the "q" entries)::
+
+        ind     [S, T]       ind[p, t] = 1 if transition t = (d, π_p d)
+        q_t     [4T]         transition of each q entry
+        q_c, q_e, q_c2, q_e2 [4T]  K[(c, ·), (c2, ·)] += C_t g_i[c, e] ⊗ g_j[c2, e2]
+        q_slot  [4T]         c * N + c2
+        x_t     [N, M, N]    x_j as symmetric matrices, as [a, j, b]
+        g_t     [N, N, M, 3] g_j[a, b, l] as [a, b, j, l]
+        jtx     [M, N, 3]    J_jᵀ x_j
     """
     tables = op.__dict__.get("_block_tables")
     if tables is not None:
         return tables
-    m, n, s_count = op.n_frames, op.n_atoms, op.n_perms
-    x_perm = op.x_perm.view(m, s_count, -1)
-    g_rows = torch.stack([op.g[:, p] for p in op.perms])  # [S, M, c, c', l]
-    g_both = torch.stack([op.g[:, p][:, :, p] for p in op.perms])  # [S, M, c, e, l]
+    n, n_desc = op.n_atoms, op.x.shape[1]
+    keys = torch.arange(n_desc, device=op.device)[None] * n_desc + op.dperms  # [S, D]: (d, π_p d)
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    ind = op.x.new_zeros(op.n_perms, uniq.numel())
+    ind.scatter_(1, inverse, 1.0)
+    a, b = pair_indices(n, op.device)
+    d_from, d_to = uniq // n_desc, uniq % n_desc
+    q = []
+    for c, e in ((a[d_from], b[d_from]), (b[d_from], a[d_from])):
+        for c2, e2 in ((a[d_to], b[d_to]), (b[d_to], a[d_to])):
+            q.append(torch.stack([c, e, c2, e2]))
+    q = torch.cat(q, dim=1)  # [4, 4T]
     tables = {
-        "x_sq": to_square(x_perm, n).permute(2, 0, 1, 3).contiguous(),
-        "xt_sq": to_square(op.x[:, op.inv_dperms], n).permute(0, 2, 1, 3).contiguous(),
-        "jtx": vjp(op.g, op.x),
+        "ind": ind,
+        "q_t": torch.arange(uniq.numel(), device=op.device).repeat(4),
+        "q_c": q[0], "q_e": q[1], "q_c2": q[2], "q_e2": q[3],
+        "q_slot": q[0] * n + q[2],
+        "x_t": to_square(op.x, n).permute(1, 0, 2).contiguous(),
         "g_t": op.g.permute(1, 2, 0, 3).contiguous(),
-        "g_rows": g_rows.permute(0, 2, 1, 3, 4).contiguous(),
-        "g_both": g_both.permute(2, 3, 1, 0, 4).contiguous(),
+        "jtx": vjp(op.g, op.x),
     }
     op.__dict__["_block_tables"] = tables
     return tables
 
 
-def block_tile(op: SGDMLKernel, i: int, cols: Tensor | slice, out: Tensor) -> None:
+def row_tables(op: SGDMLKernel, i: int) -> dict[str, Tensor]:
+    """Per-row-frame tables of :func:`block_tile` (``O(S N²)``, shared by all its tiles)::
+
+        gi_perm [N, 3S, N]  g_i[π⁻¹a, π⁻¹b, k] as [a, (p, k), b]  (pair gradients of R_i∘π⁻¹)
+        xi_perm [N, S, N]   (P_pᵀ x_i)[a, b] = x_i[π⁻¹a, π⁻¹b]  as [a, p, b]
+    """
+    inv = op.inv_perms  # [S, N]
+    gi = op.g[i][inv.T[:, :, None], inv[None]]  # [a, p, b, k]
+    xi = block_tables(op)["x_t"][:, i][inv.T[:, :, None], inv[None]]  # [a, p, b]
+    n = op.n_atoms
+    t = block_tables(op)
+    return {"gi_perm": gi.permute(0, 1, 3, 2).reshape(n, 3 * op.n_perms, n), "xi_perm": xi,
+            "left_q": op.g[i][t["q_c"], t["q_e"]]}
+
+
+def block_tile(
+    op: SGDMLKernel, i: int, cols: Tensor | slice, out: Tensor, rows: dict[str, Tensor] | None = None
+) -> None:
     """Write ``K[i, cols]`` into ``out`` [3N, b, 3N] (any strided view).
 
     Args:
@@ -79,50 +111,49 @@ def block_tile(op: SGDMLKernel, i: int, cols: Tensor | slice, out: Tensor) -> No
         i: the row frame.
         cols: column frame indices [b] (an index tensor, or a slice, which avoids copies).
         out: destination, indexed ``[(atom, xyz), j, (atom, xyz)]``.
+        rows: :func:`row_tables` of frame i (computed if not given).
     """
     t = block_tables(op)
+    rows = rows if rows is not None else row_tables(op, i)
     n, s_count = op.n_atoms, op.n_perms
-    gi = op.g[i]  # [N, N, 3]
     g_t = t["g_t"][:, :, cols]  # [a, b', j, l]
     b = g_t.shape[2]
-    u = op.x[i] - op.x_perm.view(op.n_frames, s_count, -1)[cols]  # [b, S, D]: x_i - P_p x_j
-    c1, c2 = matern_coefficients(torch.linalg.vector_norm(u, dim=-1), op.sigma)  # [b, S]
+    xi = op.x[i]
+    xj_perm = op.x_perm.view(op.n_frames, s_count, -1)[cols]  # [b, S, D]: P_p x_j
+    sq = (xi @ xi) + op.x_perm_sq.view(op.n_frames, s_count)[cols] - 2.0 * (xj_perm @ xi)
+    c1, c2 = matern_coefficients(sq.clamp_min(0.0).sqrt(), op.sigma)  # [b, S]
 
-    # Rank-S factors: -c2 (J_iᵀ u) and J_jᵀ P_pᵀ u (u = x_i - P_p x_j, P_pᵀ P_p = I).
-    x_sq = t["x_sq"][:, cols].reshape(n, b * s_count, n)  # [a, (j, p), b']
-    left = t["jtx"][i][:, None, None, :] - torch.bmm(x_sq, gi).view(n, b, s_count, 3)  # [c, j, p, k]
-    left = (left * (-c2)[None, :, :, None]).permute(2, 0, 3, 1).contiguous()  # [p, c, k, j]
-    right = torch.bmm(t["xt_sq"][i], g_t.reshape(n, n, b * 3)).view(n, s_count, b, 3)  # [c', p, j, l]
-    right = right.permute(1, 2, 0, 3) - t["jtx"][cols][None]  # [p, j, c', l]
-    right = right.contiguous()
+    # Rank-S term -Σ_p c2 (J_iᵀ u)(J_jᵀ P_pᵀ u)ᵀ with u = x_i - P_p x_j (P_pᵀ P_p = I), where
+    # (J_iᵀ P_p x_j)[a] = (J(R_i∘π⁻¹)ᵀ x_j)[πa] and (P_pᵀ x_i)[a, b] = x_i[π⁻¹a, π⁻¹b].
+    v = torch.bmm(rows["gi_perm"], t["x_t"][:, cols].transpose(1, 2))  # [a', (p, k), j]
+    v = v.view(n, s_count, 3, b).transpose(0, 1)  # [p, a', k, j]
+    v = v.gather(1, op.perms[:, :, None, None].expand(-1, -1, 3, b))  # [p, a, k, j]
+    left = (t["jtx"][i][None, :, :, None] - v) * (-c2).T[:, None, None, :]  # [p, a, k, j]
+    right = torch.bmm(rows["xi_perm"], g_t.reshape(n, n, b * 3)).view(n, s_count, b, 3)  # [c', p, j, l]
+    right = right - t["jtx"][cols].permute(1, 0, 2)[:, None]
+    rank = torch.bmm(left.permute(3, 1, 2, 0).reshape(b, 3 * n, s_count),
+                     right.permute(2, 1, 0, 3).reshape(b, s_count, 3 * n))  # [j, (c, k), (c', l)]
+    out.copy_(rank.transpose(0, 1))
 
-    out.zero_()
-    out5 = out.view(n, 3, b, n, 3)  # [c, k, j, c', l]
-    for p in range(s_count):
-        out5.addcmul_(left[p][:, :, :, None, None], right[p][None, None])
-        # Off-atom term: -c1 g_i[c, π⁻¹c', k] g_j[πc, c', l] (x part repeated over l, so that
-        # the innermost loop runs over (c', l) for every operand).
-        x_part = gi[:, op.inv_perms[p]].permute(0, 2, 1)[:, :, None, :, None].expand(n, 3, 1, n, 3)
-        y_part = c1[None, :, p, None, None] * t["g_rows"][p, :, cols]  # [c, j, c', l]
-        out5.addcmul_(x_part.contiguous(), y_part[:, None], value=-1.0)
-    # Diagonal term at c' = πc: c1 Σ_e g_i[c, e, k] g_j[πc, πe, l], one GEMM per atom c.
-    right_g = t["g_both"][:, :, cols].reshape(n, n, b * s_count * 3)  # [c, e, (j, p, l)]
-    diag = torch.bmm(gi.permute(0, 2, 1), right_g).view(n, 3, b, s_count, 3)  # [c, k, j, p, l]
-    diag = (diag * c1[None, None, :, :, None]).permute(3, 0, 1, 2, 4)  # [p, c, k, j, l]
-    atoms = torch.arange(n, device=out.device).repeat(s_count)
-    out5.permute(0, 3, 1, 2, 4).index_put_(
-        (atoms, op.perms.reshape(-1)), diag.reshape(s_count * n, 3, b, 3), accumulate=True
-    )
+    # c1 part J_iᵀ (Σ_p c1_p P_p) J_j over the distinct transitions (see block_tables).
+    weights = c1 @ t["ind"]  # [b, T]
+    right_q = g_t[t["q_c2"], t["q_e2"]] * weights.T[t["q_t"], :, None]  # [4T, j, l]
+    value = rows["left_q"][:, :, None, None] * right_q[:, None]  # [4T, k, j, l]
+    acc = out.new_zeros(n * n, 3, b, 3).index_add_(0, t["q_slot"], value)
+    out.view(n, 3, b, n, 3).add_(acc.view(n, n, 3, b, 3).permute(0, 2, 3, 1, 4))
 
 
 def diagonal_blocks(op: SGDMLKernel) -> Tensor:
-    """``diag(K)`` as [M, N, 3], from the formulas of the module docstring restricted to i = j."""
+    """``diag(K)`` as [M, N, 3], ``O(M S N²)``. In atom blocks ``(c, c')`` the c1 part of
+    ``J_iᵀ P_p J_j`` is ``-g_i[c, π⁻¹c'] g_j[πc, c']ᵀ`` plus, at ``c' = πc``,
+    ``Σ_e g_i[c, e] g_j[πc, πe]ᵀ``; its diagonal (i = j, c = c') is taken term by term."""
     n, s_count = op.n_atoms, op.n_perms
     atoms = torch.arange(n, device=op.device)
     fixed = (op.perms == atoms[None]).T.to(op.dtype)  # [N, S]: π c = c
     out = []
-    for s in range(0, op.n_frames, _DIAG_CHUNK):
-        frames = torch.arange(s, min(op.n_frames, s + _DIAG_CHUNK), device=op.device)
+    step = max(1, _DIAG_ENTRIES // (s_count * n * n * 3))
+    for s in range(0, op.n_frames, step):
+        frames = torch.arange(s, min(op.n_frames, s + step), device=op.device)
         g = op.g[frames]  # [m, N, N, 3]
         u = op.x[frames][:, None, :] - op.x_perm.view(op.n_frames, s_count, -1)[frames]  # [m, S, D]
         c1, c2 = matern_coefficients(torch.linalg.vector_norm(u, dim=-1), op.sigma)  # [m, S]

@@ -23,8 +23,9 @@ Products ``K V`` (:meth:`SGDMLKernel.matmat`) never form ``K``: ``W = J V`` per 
 block of rows all ``(j, p)`` at once with GEMMs over descriptors (distances by the
 ``|x|² + |y|² - 2 x·y`` expansion, ``Σ c1 P_p w_j`` as ``[Q, MS] @ [MS, D]``, the rank-one
 ``c2`` terms as two more GEMMs), ``O(S M² D k)`` flops, then ``Jᵀ z`` per frame. Dense blocks
-(:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the atom-space block
-formula in :mod:`geopatra.models.sgdml.blocks`. :class:`SGDMLKernel` implements the
+(:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the block formula of
+:mod:`geopatra.models.sgdml.blocks` (GEMMs, plus the symmetrisation compressed to the distinct
+descriptor-pair transitions of the group), one row frame by a tile of column frames at a time. :class:`SGDMLKernel` implements the
 ``KernelOperator`` protocol of :mod:`geopatra.solvers.operator` on ``M`` training frames
 (``n = 3NM`` unknowns, ``K`` without ``λI``).
 """
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from geopatra.models.sgdml.blocks import block_tile, diagonal_blocks, matern_coefficients
+from geopatra.models.sgdml.blocks import block_tile, diagonal_blocks, matern_coefficients, row_tables
 from geopatra.models.sgdml.descriptor import (
     descriptor,
     descriptor_permutation,
@@ -179,7 +180,7 @@ class SGDMLKernel:
     def block(self, row_frames: Tensor, col_frames: Tensor, out: Tensor | None = None) -> Tensor:
         """Dense ``K`` restricted to frames ``row_frames`` x ``col_frames``: [a*3N, b*3N].
 
-        Computed tile by tile with the atom-space formula (:func:`blocks.block_tile`); written
+        Computed tile by tile with :func:`blocks.block_tile`; written
         into ``out`` (any strided [a*3N, b*3N] view, e.g. rows of a larger matrix) if given.
         """
         row_frames = row_frames.to(self.device, torch.long)
@@ -190,9 +191,10 @@ class SGDMLKernel:
         out4 = out.view(a, d, b, d)
         cols_per_tile = max(1, _TILE_ENTRIES // (d * d))
         for r in range(a):
+            rows = row_tables(self, int(row_frames[r]))
             for c in range(0, b, cols_per_tile):
                 cols = _as_index(col_frames[c : c + cols_per_tile])
-                block_tile(self, int(row_frames[r]), cols, out4[r, :, c : c + cols_per_tile])
+                block_tile(self, int(row_frames[r]), cols, out4[r, :, c : c + cols_per_tile], rows)
         return out
 
     def fill_dense(self, K: Tensor, *, lower_only: bool = False, progress: bool = False) -> None:

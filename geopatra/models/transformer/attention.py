@@ -33,6 +33,7 @@ from e3nn.nn import Gate
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from geopatra.models.transformer.pair import PairConvolution
 from geopatra.models.transformer.radial import RadialMLP
 
 
@@ -111,6 +112,8 @@ class GeometricAttention(nn.Module):
         num_rbf: int,
         radial_hidden: int,
         pair_chunk_size: int | None,
+        pair_features: int = 0,
+        pair_norm: float = 1.0,
     ) -> None:
         super().__init__()
         self.irreps_node = o3.Irreps(irreps_node)
@@ -154,6 +157,11 @@ class GeometricAttention(nn.Module):
             self.register_buffer(f"coupling_{i1}", coupling.reshape(m1 * sh_dim, -1), persistent=False)
         self.irreps_msg = o3.Irreps(irreps_msg)
         self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
+        if pair_features < 0:
+            raise ValueError(f"pair_features must be >= 0, got {pair_features}")
+        self.pair_features = pair_features
+        self.pair_norm = float(pair_norm)
+        self.pair = PairConvolution(self.num_scalars, num_rbf, radial_hidden, pair_features) if pair_features else None
 
     def forward(self, x: Tensor, geometry: PairGeometry) -> Tensor:
         n, H = x.shape[0], self.num_heads
@@ -162,10 +170,12 @@ class GeometricAttention(nn.Module):
         k = self.key(s).view(n, H, self.head_dim)
         # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
         senders = torch.cat([x[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
+        values = None if self.pair is None else self.pair.value(s)  # [n, pair_features]
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
             q, k, senders = (to_dense(t, g.flat_index, B, N) for t in (q, k, senders))
+            values = None if values is None else to_dense(values, g.flat_index, B, N)
             step = N if self.pair_chunk_size is None else max(1, self.pair_chunk_size // max(1, B * N))
             function, total, dim = self._chunk, N, 1
         else:  # neighbour lists: chunks of receivers, K pairs each
@@ -178,28 +188,36 @@ class GeometricAttention(nn.Module):
             sl = (slice(None),) * dim + (slice(start, min(total, start + step)),)
             pair = [t if t is None else t[sl] for t in (g.distance, g.basis, g.sh, g.mask, g.envelope)]
             if dim == 0:
-                args = (q[sl], k, senders, g.neighbors[sl], *pair)
+                args = (q[sl], k, senders, values, g.neighbors[sl], *pair)
             else:
-                args = (q[sl], k, senders, *pair)
+                args = (q[sl], k, senders, values, *pair)
             outs.append(checkpoint(function, *args, use_reentrant=False) if use_checkpoint else function(*args))
         messages = torch.cat(outs, dim=dim)
         if g.neighbors is None:
             messages = messages.reshape(g.num_graphs * g.n_max, -1)[g.flat_index]
-        return self.linear_out(messages.reshape(n, -1))
+        messages = messages.reshape(n, -1)
+        if self.pair is None:
+            return self.linear_out(messages)
+        messages, pair_messages = torch.split(messages, [self.irreps_msg.dim, self.pair_features], dim=-1)
+        update = self.linear_out(messages)
+        scalars = update[:, : self.num_scalars] + self.pair.output(pair_messages)
+        return torch.cat([scalars, update[:, self.num_scalars :]], dim=-1)
 
     def _neighbor_chunk(
-        self, q: Tensor, k: Tensor, senders: Tensor, neighbors: Tensor, *pair: Tensor | None
+        self, q: Tensor, k: Tensor, senders: Tensor, values: Tensor | None, neighbors: Tensor,
+        *pair: Tensor | None,
     ) -> Tensor:
-        """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
-        [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
-        return self._chunk(q, k[neighbors], senders[neighbors], *pair)
+        """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys, sender features and pair
+        values [rows, K, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
+        gathered = None if values is None else values[neighbors]  # [rows, K, P]
+        return self._chunk(q, k[neighbors], senders[neighbors], gathered, *pair)
 
     def _chunk(
-        self, q: Tensor, k: Tensor, senders: Tensor, r: Tensor, basis: Tensor, sh: Tensor, mask: Tensor,
-        env: Tensor | None,
+        self, q: Tensor, k: Tensor, senders: Tensor, values: Tensor | None, r: Tensor, basis: Tensor,
+        sh: Tensor, mask: Tensor, env: Tensor | None,
     ) -> Tensor:
         """Messages [B, c, irreps_msg.dim] of c receivers; q [B, c, H, d], k [B, N, H, d],
-        senders [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
+        senders [B, N, H, dim / H] (as in :meth:`forward`), values [B, N, pair_features] or None, r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
         mask [B, c, N], env [B, c, N] or None."""
         B, c, N, _ = basis.shape
         H, d = self.num_heads, self.head_dim
@@ -235,6 +253,8 @@ class GeometricAttention(nn.Module):
             out.append(t_block @ coupling)  # [B, c, mul, sum_paths (2 l3 + 1)]
             start += width
         pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
+        if self.pair is not None:
+            pieces.append(self.pair_norm * self.pair.aggregate(basis, mask, env, values))
         return torch.cat(pieces, dim=-1)
 
 
