@@ -113,3 +113,12 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert a[-1]["epoch"] == b[-1]["epoch"] == 3
     for key in ("val/force_mae_kcal_mol_A", "val/energy_mae_kcal_mol"):
         assert b[-1][key] == pytest.approx(a[-1][key], rel=1e-9)
+
+
+def test_print_config_shows_the_resolved_model(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("fit", "--config", str(ROOT / "configs/sgdml.yaml"), "--print_config")
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "class_path: geopatra.models.sgdml.SGDML" in out
+    assert "seed_everything: 0" in out and "inference_mode: false" in out
