@@ -46,7 +46,15 @@ class DownloadError(GeopatraError, OSError):
 
 
 class SolverError(GeopatraError, RuntimeError):
-    """A linear solve failed (Cholesky with maximal jitter, CG without convergence) or would not fit."""
+    """A linear solve failed (Cholesky with maximal jitter, CG without convergence) or would not fit.
+
+    ``iterations`` and ``residual`` (final relative residual) are set when an iterative solve failed.
+    """
+
+    def __init__(self, message: str, *, iterations: int | None = None, residual: float | None = None):
+        super().__init__(message)
+        self.iterations = iterations
+        self.residual = residual
 
 
 class CheckpointError(GeopatraError, ValueError):

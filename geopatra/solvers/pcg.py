@@ -400,9 +400,6 @@ def solve_iterative(
         msg = (f"{result.method} did not converge: relative residual {result.residual:.3g} > "
                f"tol {tol:.1g} after {result.iterations} iterations")
         if raise_on_failure:
-            err = SolverError(msg)
-            err.iterations = result.iterations  # type: ignore[attr-defined]
-            err.residual = result.residual  # type: ignore[attr-defined]
-            raise err
+            raise SolverError(msg, iterations=result.iterations, residual=result.residual)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
     return result
