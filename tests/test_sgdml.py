@@ -21,7 +21,7 @@ DATA = Path(__file__).parent / "data"
 #: rotations (even permutations of 5, 6, 7) and the mirror plane, which swaps the CH2 hydrogens
 #: together with two methyl hydrogens (odd permutations of 5, 6, 7 with 3 <-> 4).
 ETHANOL_GROUP = sorted(
-    tuple([0, 1, 2] + h2 + h3 + [8])
+    tuple([0, 1, 2, *h2, *h3, 8])
     for h2, h3s in (([3, 4], ([5, 6, 7], [6, 7, 5], [7, 5, 6])), ([4, 3], ([5, 7, 6], [7, 6, 5], [6, 5, 7])))
     for h3 in h3s
 )

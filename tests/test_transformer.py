@@ -15,8 +15,13 @@ from geopatra.models.transformer import GeoPaTra
 from geopatra.models.transformer.readout import fit_element_shifts
 
 SMALL = {
-    "num_features": 16, "num_tensor_features": 8, "lmax": 2, "num_layers": 2, "num_heads": 2,
-    "num_rbf": 16, "radial_hidden": 16,
+    "num_features": 16,
+    "num_tensor_features": 8,
+    "lmax": 2,
+    "num_layers": 2,
+    "num_heads": 2,
+    "num_rbf": 16,
+    "radial_hidden": 16,
 }
 TOL = {"float64": 1e-10, "float32": 1e-4}
 TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
@@ -98,7 +103,11 @@ def test_atom_permutation_equivariance(peptide) -> None:
 
 def test_batch_equals_one_at_a_time(ethanol, peptide) -> None:
     model = small_model()
-    structures = [(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers), (ethanol["R"][5], ethanol["z"])]
+    structures = [
+        (ethanol["R"][0], ethanol["z"]),
+        (peptide.positions, peptide.numbers),
+        (ethanol["R"][5], ethanol["z"]),
+    ]
     energy, forces = energy_and_forces(model, *batch_of(structures))
     sizes = [len(z) for _, z in structures]
     for i, (part_f, structure) in enumerate(zip(torch.split(forces, sizes), structures)):
@@ -303,3 +312,13 @@ def test_training_reduces_energy_and_force_loss(ethanol) -> None:
     start, end = losses[0], losses[-5:].mean(axis=0)
     assert end.sum() < 0.3 * start.sum(), losses
     assert end[1] < 0.8 * start[1], losses  # the forces are learned too, not only the energy offset
+
+
+def test_default_radial_basis_resolves_bond_stretches() -> None:
+    """Bond-stretch forces need a fine basis at 1-1.5 Å (16 -> 64 functions lowered the force error
+    of a 300-step demo run from 7.3 to 4.9 kcal/mol/Å): neighbouring Gaussians must be < 0.15 Å apart there."""
+    rbf = GeoPaTra().rbf
+    r = torch.expm1(rbf.centres.double())  # centres in Å
+    near_bonds = (r > 0.9) & (r < 1.6)
+    spacing = torch.diff(r)[near_bonds[1:]]
+    assert near_bonds.sum() >= 5 and spacing.max() < 0.15

@@ -9,6 +9,9 @@ Usage (from the repository root; the script re-executes itself inside its own ve
 fixed σ, λ and the reference's own symmetry detection, and writes its predictions on 200 other
 frames to ``tests/data/sgdml_reference_ethanol.npz``.
 
+``side``: one reference run of the side-by-side comparison driven by ``compare.py`` (frames, σ, λ
+and permutations given in an npz; timings, peak memory, test MAE and prediction speed to JSON).
+
 ``compare``: for each M, trains the reference (fixed σ grid, validation on other frames) on a
 42-atom dataset and records training time, peak memory (ru_maxrss), test MAE and prediction speed
 into ``experiments/work/sgdml_reference_<M>.json`` (geopatra's side is run by
@@ -165,6 +168,54 @@ def compare(data: Path, ms: list[int], sigmas: list[float], n_valid: int, n_test
         print(json.dumps(res, indent=1))
 
 
+def side(split_file: Path, out: Path) -> None:
+    """One side of the side-by-side comparison (``compare.py``): train the reference on the frames,
+    σ, λ and permutations stored in ``split_file`` (npz), time it and write a JSON to ``out``."""
+    import numpy as np
+    from sgdml.predict import GDMLPredict
+    from sgdml.train import GDMLTrain
+
+    d = np.load(split_file)
+    R, z, E, F = d["R"], d["z"], d["E"].reshape(-1), d["F"]
+    tr, te = d["train"], d["test"]
+    timings = {"assembly": 0.0}
+    original = GDMLTrain._assemble_kernel_mat
+
+    def timed_assembly(self, *args, **kwargs):
+        start = time.perf_counter()
+        K = original(self, *args, **kwargs)
+        timings["assembly"] += time.perf_counter() - start
+        return K
+
+    GDMLTrain._assemble_kernel_mat = timed_assembly
+    t0 = time.perf_counter()
+    model = train_reference(R, z, E, F, tr, float(d["sigma"]), float(d["lam"]), d["perms"])
+    t_train = time.perf_counter() - t0
+    pred = GDMLPredict(model, max_processes=1)
+    pred.predict(R[te[:10]].reshape(10, -1))  # warm-up
+    t1 = time.perf_counter()
+    Et, Ft = pred.predict(R[te].reshape(len(te), -1))
+    t_pred = time.perf_counter() - t1
+    import sgdml
+
+    res = {
+        "side": "sgdml",
+        "version": sgdml.__version__,
+        "numpy": np.__version__,
+        "threads": "OPENBLAS_NUM_THREADS=" + os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
+        "M": int(len(tr)),
+        "train_seconds": t_train,
+        "assembly_seconds": timings["assembly"],
+        "solve_seconds": t_train - timings["assembly"],
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "test_F_mae": float(np.abs(Ft.reshape(F[te].shape) - F[te]).mean()),
+        "test_E_mae": float(np.abs(Et.reshape(-1) - E[te]).mean()),
+        "predict_geometries_per_s": len(te) / t_pred,
+    }
+    out.write_text(json.dumps(res, indent=1))
+    print(json.dumps(res))
+
+
 def split_indices(n: int, m: int, n_valid: int, n_test: int) -> dict:
     """Deterministic disjoint split: train = evenly spaced, valid/test from the rest (seed 0)."""
     import numpy as np
@@ -180,6 +231,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="mode", required=True)
     sub.add_parser("golden")
+    one = sub.add_parser("side")
+    one.add_argument("--split", type=Path, required=True)
+    one.add_argument("--out", type=Path, required=True)
     cmp = sub.add_parser("compare")
     cmp.add_argument("--data", type=Path, required=True)
     cmp.add_argument("--m", type=int, nargs="+", default=[100, 200])
@@ -190,6 +244,8 @@ def main() -> None:
     ensure_venv()
     if args.mode == "golden":
         golden()
+    elif args.mode == "side":
+        side(args.split, args.out)
     else:
         compare(args.data, args.m, args.sigmas, args.n_valid, args.n_test)
 

@@ -136,8 +136,13 @@ def _factor_in_place(K: Tensor) -> bool:
     """
     if K.device.type == "cpu":
         from scipy.linalg import lapack
+        from threadpoolctl import threadpool_limits
 
-        _, info = lapack.dpotrf(K.numpy().T, lower=0, overwrite_a=1, clean=0)
+        # scipy's OpenBLAS dpotrf segfaults here with 2 threads at n = 25,200 (as the reference
+        # sgdml's does); torch's MKL factorisation works but holds a second n² copy. One thread,
+        # in place, is the safe choice for the largest system that fits in memory.
+        with threadpool_limits(limits=1, user_api="blas"):
+            _, info = lapack.dpotrf(K.numpy().T, lower=0, overwrite_a=1, clean=0)
         return int(info) == 0
     L, info = torch.linalg.cholesky_ex(K)
     if int(info) != 0:

@@ -25,8 +25,9 @@ block of rows all ``(j, p)`` at once with GEMMs over descriptors (distances by t
 ``c2`` terms as two more GEMMs), ``O(S M² D k)`` flops, then ``Jᵀ z`` per frame. Dense blocks
 (:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the block formula of
 :mod:`geopatra.models.sgdml.blocks` (GEMMs, plus the symmetrisation compressed to the distinct
-descriptor-pair transitions of the group), one row frame by a tile of column frames at a time. :class:`SGDMLKernel` implements the
-``KernelOperator`` protocol of :mod:`geopatra.solvers.operator` on ``M`` training frames
+descriptor-pair transitions of the group), one row frame by a tile of column frames at a time.
+:class:`SGDMLKernel` implements the ``KernelOperator`` protocol of
+:mod:`geopatra.solvers.operator` on ``M`` training frames
 (``n = 3NM`` unknowns, ``K`` without ``λI``).
 """
 
@@ -42,7 +43,6 @@ from geopatra.models.sgdml.descriptor import (
     descriptor_permutation,
     jvp,
     pair_gradients,
-    to_square,
     vjp,
 )
 

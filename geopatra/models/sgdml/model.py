@@ -278,7 +278,8 @@ class SGDML(Potential):
                 f"{n}-atom molecules only"
             )
         self.check_atoms(z.reshape(num_graphs, n)[0])
-        if num_graphs > 1 and not torch.equal(z.reshape(num_graphs, n), z.reshape(num_graphs, n)[:1].expand(num_graphs, n)):
+        zz = z.reshape(num_graphs, n)
+        if num_graphs > 1 and not torch.equal(zz, zz[:1].expand(num_graphs, n)):
             self.check_atoms(z)  # raises with the full list
         R = pos.to(self.compute_device, torch.float64).reshape(num_graphs, n, 3)
         return self.energy_of(R)
@@ -287,7 +288,8 @@ class SGDML(Potential):
         """Energies [M] (kcal/mol) without gradients, in chunks."""
         R = self._positions(R)
         with torch.no_grad():
-            return torch.cat([self.energy_of(R[s : s + self.predict_chunk]) for s in range(0, len(R), self.predict_chunk)])
+            step = self.predict_chunk
+            return torch.cat([self.energy_of(R[s : s + step]) for s in range(0, len(R), step)])
 
     def predict(self, R: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Energies [M] (kcal/mol) and forces [M, N, 3] (kcal/mol/Å, autograd) of ``R`` [M, N, 3] Å."""

@@ -139,7 +139,7 @@ def find_permutations(
     tree = minimum_spanning_tree(csr_matrix(cost))
     rows, cols = tree.nonzero()
     found = [matches[e] for e in sorted(zip(rows.tolist(), cols.tolist())) if e in matches]
-    perms = np.unique(np.vstack([identity] + found), axis=0) if found else identity
+    perms = np.unique(np.vstack([identity, *found]), axis=0) if found else identity
     group = close_group(perms, max_symmetries)
     if group is None:
         group = close_group(_salvage(perms), max_symmetries)

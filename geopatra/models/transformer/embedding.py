@@ -21,7 +21,7 @@ def hidden_irreps(num_features: int, num_tensor_features: int, lmax: int) -> o3.
     if lmax > 0 and num_tensor_features < 1:
         raise ValueError(f"num_tensor_features must be >= 1 when lmax > 0, got {num_tensor_features}")
     parts = [(num_features, (0, 1))]
-    parts += [(num_tensor_features, (l, (-1) ** l)) for l in range(1, lmax + 1)]
+    parts += [(num_tensor_features, (degree, (-1) ** degree)) for degree in range(1, lmax + 1)]
     return o3.Irreps(parts)
 
 

@@ -53,7 +53,10 @@ class GeoPaTra(Potential):
         lmax: highest degree of the features and of the pair spherical harmonics.
         num_layers: attention + feed-forward layers.
         num_heads: attention heads (must divide ``num_features`` and ``num_tensor_features``).
-        num_rbf: Gaussians of the radial basis.
+        num_rbf: Gaussians of the radial basis. Their resolution at bond lengths limits how fast
+            the (stiff) bond-stretch forces are learned: on the 42-atom peptide, 300 steps gave a
+            validation force MAE of 7.3 / 5.8 / 4.9 / 5.2 kcal/mol/Å with 16 / 32 / 64 / 128
+            functions up to 20 Å (64: spacing about 0.1 Å at 1.1 Å), at almost the same cost.
         rbf_max: range [Å] resolved by the radial basis, [0, rbf_max]. There is no cutoff: pairs
             further apart still attend to each other (with the filter's long-distance limit). Set it
             to about the largest interatomic distance of the target molecules (20 Å covers MD22's
@@ -70,11 +73,6 @@ class GeoPaTra(Potential):
             O(N^2) cost). Ignored without a cutoff.
         dtype: parameter and computation precision, "float32" or "float64" (torch's global
             default dtype is never changed).
-        pair_features: channels of the un-normalised distance-filtered pair message added to the
-            scalars in every layer (:class:`~geopatra.models.transformer.pair.PairConvolution`); 0
-            disables it (pure attention).
-        pair_norm: constant factor of the pair message sum (about 1/sqrt(typical number of atoms
-            within a few Å)); dimensionless.
 
     The defaults (about 0.1 M parameters) train on 42-atom molecules on a 2-core CPU (about 0.3 s
     per energy + force training step for 8 molecules of 42 atoms with one torch thread).
@@ -93,7 +91,7 @@ class GeoPaTra(Potential):
         lmax: int = 2,
         num_layers: int = 3,
         num_heads: int = 4,
-        num_rbf: int = 32,
+        num_rbf: int = 64,
         rbf_max: float = 20.0,
         radial_hidden: int = 32,
         cutoff: float | None = None,
@@ -101,8 +99,6 @@ class GeoPaTra(Potential):
         pair_chunk_size: int | None = 32768,
         sparse_cutoff: bool = True,
         dtype: Literal["float32", "float64"] = "float32",
-        pair_features: int = 16,
-        pair_norm: float = 0.2,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -124,9 +120,7 @@ class GeoPaTra(Potential):
         self.embedding = AtomEmbedding(self.irreps_node, max_z)
         self.rbf = GaussianRBF(num_rbf, rbf_max)
         self.attention = nn.ModuleList(
-            GeometricAttention(
-                self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size, pair_features, pair_norm
-            )
+            GeometricAttention(self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size)
             for _ in range(num_layers)
         )
         self.feed_forward = nn.ModuleList(GatedFeedForward(self.irreps_node) for _ in range(num_layers))

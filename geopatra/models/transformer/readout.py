@@ -29,9 +29,7 @@ class ScalarReadout(nn.Module):
         return self.net(scalars).squeeze(-1)
 
 
-def fit_element_shifts(
-    compositions: Sequence[np.ndarray], energies: Sequence[np.ndarray], max_z: int
-) -> np.ndarray:
+def fit_element_shifts(compositions: Sequence[np.ndarray], energies: Sequence[np.ndarray], max_z: int) -> np.ndarray:
     """Per-element energy shifts [max_z + 1] (kcal/mol) with E ≈ sum_i shift[z_i], by least squares.
 
     Args:
