@@ -106,7 +106,7 @@ def run_md(
     n = len(atoms)
     e0 = atoms.get_potential_energy() + atoms.get_kinetic_energy()
     reason = ""
-    bar = tqdm(total=steps, desc=f"MD {ensemble}", disable=not progress, unit="step")
+    bar = tqdm(total=steps, desc=f"MD {ensemble}", disable=not progress, unit="step", mininterval=2.0)
 
     def record() -> None:
         nonlocal reason

@@ -97,7 +97,7 @@ def test_unseen_element_is_refused(bundled_checkpoints, molecule):
     atoms = molecule.copy()
     atoms.numbers[0] = 26  # iron: never in the training data
     atoms.calc = GeoPatraCalculator(bundled_checkpoints["geopatra"])
-    with pytest.raises(ElementError, match="26|Fe"):
+    with pytest.raises(ElementError, match=r"26|Fe"):
         atoms.get_potential_energy()
 
 

@@ -48,7 +48,7 @@ def assert_conserves_energy(calc, atoms: Atoms) -> None:
 class SwirlCalculator(Calculator):
     """Wraps a calculator and adds a small rotational force about the z axis: not a gradient."""
 
-    implemented_properties = ["energy", "forces"]
+    implemented_properties = ("energy", "forces")
 
     def __init__(self, inner: Calculator, strength: float = 0.05) -> None:
         super().__init__()
@@ -81,5 +81,5 @@ def test_nve_conserves_energy(bundled_checkpoints, start, kind):
 
 def test_the_check_fails_for_non_conservative_forces(bundled_checkpoints, start):
     calc = SwirlCalculator(GeoPatraCalculator(bundled_checkpoints["sgdml"]))
-    with pytest.raises(AssertionError, match="E_tot excursion|drift"):  # not an explosion
+    with pytest.raises(AssertionError, match=r"E_tot excursion|drift"):  # not an explosion
         assert_conserves_energy(calc, start)
