@@ -85,15 +85,16 @@ def main() -> None:
         "300 K (seed 0), first test frame of each run's split, model in "
         f"{args.dtype}. Drift = slope of a linear fit of E_tot(t). Goal: |drift| < 0.1 meV/atom/ps.",
         "",
-        "| model | drift [meV/atom/ps] | σ(E_tot) [meV/atom] | σ(E_kin) [meV/atom] | max abs F [eV/Å] | "
-        "min distance [Å] | mean T [K] | steps/s | goal met |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | simulated [ps] | exploded | drift [meV/atom/ps] | σ(E_tot) [meV/atom] | "
+        "σ(E_kin) [meV/atom] | max abs F [eV/Å] | min distance [Å] | mean T [K] | steps/s | goal met |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for kind, r, seconds in rows:
         lines.append(
-            f"| {kind} | {r.drift_mev_per_atom_ps:+.5f} | {r.total_energy_std_mev_per_atom:.4f} | "
+            f"| {kind} | {r.steps * args.timestep / 1000:.2f} | {r.reason or 'no'} | "
+            f"{r.drift_mev_per_atom_ps:+.5f} | {r.total_energy_std_mev_per_atom:.4f} | "
             f"{r.kinetic_energy_std_mev_per_atom:.3f} | {r.max_force_ev_per_angstrom:.2f} | "
-            f"{r.min_distance_angstrom:.3f} | {r.mean_temperature_k:.0f} | {steps / seconds:.1f} | "
+            f"{r.min_distance_angstrom:.3f} | {r.mean_temperature_k:.0f} | {r.steps / seconds:.1f} | "
             f"{'yes' if abs(r.drift_mev_per_atom_ps) < 0.1 and not r.exploded else 'no'} |"
         )
     lines += ["", "![drift](md_drift.png)", ""]
