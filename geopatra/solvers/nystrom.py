@@ -185,6 +185,30 @@ def _sample_columns(
     return C[:, order.to(C.device)], idx[order]
 
 
+def _small_pivoted_cholesky(S: Tensor, floor: float, r_max: int) -> tuple[list[int], Tensor]:
+    """Greedy diagonally pivoted Cholesky of a small symmetric PSD ``S`` [g, g]: at most ``r_max``
+    pivots, stopping when the largest residual diagonal is ``<= floor``. Returns the pivots in
+    order and ``L`` [g, r] with ``S[:, P] ≈ L L[P]ᵀ``."""
+    g = S.shape[0]
+    res = S.clone()
+    L = S.new_zeros(g, min(g, r_max))
+    done = torch.zeros(g, dtype=torch.bool, device=S.device)
+    order: list[int] = []
+    while len(order) < L.shape[1]:
+        li = int(torch.argmax(res.diagonal().masked_fill(done, -1.0)))
+        dii = float(res[li, li])
+        if dii <= floor:
+            break
+        col = res[:, li] / dii**0.5
+        col[done] = 0.0
+        t = len(order)
+        L[:, t] = col
+        res -= col[:, None] * col[None, :]
+        done[li] = True
+        order.append(li)
+    return order, L
+
+
 def pivoted_cholesky(
     operator: KernelOperator, k: int, rtol: float = 1e-14, *, group_size: int = 1
 ) -> tuple[Tensor, Tensor]:
@@ -205,7 +229,7 @@ def pivoted_cholesky(
     k = min(n_groups, -(-int(k) // g)) * g
     d = operator.diagonal().clone()  # [n] residual diagonal
     floor = rtol * float(d.max())
-    F = torch.zeros(operator.n, k, dtype=operator.dtype, device=operator.device)
+    Ft = torch.zeros(k, operator.n, dtype=operator.dtype, device=operator.device)  # Fᵀ, row-major
     used = torch.zeros(n_groups, dtype=torch.bool, device=d.device)
     pivots: list[int] = []
     offsets = torch.arange(g, device=d.device)
@@ -217,25 +241,25 @@ def pivoted_cholesky(
         used[grp] = True
         local = grp * g + offsets  # [g]
         j = len(pivots)
-        block = operator.columns(local) - F[:, :j] @ F[local, :j].T  # residual columns [n, g]
-        done = torch.zeros(g, dtype=torch.bool, device=d.device)
-        while len(pivots) < k:
-            li = int(torch.argmax(d[local].masked_fill(done, -1.0)))
-            i = grp * g + li
-            dii = float(d[i])
-            if dii <= floor:
-                break
-            j = len(pivots)
-            F[:, j] = block[:, li] / dii**0.5
-            block -= F[:, j, None] * F[local, j][None, :]
-            d -= F[:, j] ** 2
-            d[i] = 0.0
-            d.clamp_(min=0.0)
-            done[li] = True
-            pivots.append(i)
+        block = operator.columns(local) - Ft[:j].T @ Ft[:j, local]  # residual columns [n, g]
+        # Greedy pivoted Cholesky of the small residual block S = block[local] [g, g] picks the
+        # same pivots as eliminating the g columns one by one; the n-row update is then one
+        # triangular solve (BLAS 3) instead of g rank-1 updates of the [n, g] block.
+        order, L = _small_pivoted_cholesky(block[local], floor, k - j)
+        if not order:
+            continue  # the group is used up; try the next one
+        P = torch.tensor(order, dtype=torch.long, device=d.device)
+        L_P = L[P][:, : len(order)]  # [r, r] lower triangular: S[P][:, P] = L_P L_Pᵀ
+        Ft_new = torch.linalg.solve_triangular(L_P, block[:, P].T, upper=False)  # [r, n]
+        Ft[j : j + len(order)] = Ft_new
+        d -= (Ft_new * Ft_new).sum(0)
+        d[local[P]] = 0.0
+        d.clamp_(min=0.0)
+        pivots.extend((grp * g + P).tolist())
     if len(pivots) < k:
         logger.info("pivoted Cholesky: numerical rank %d reached (asked for %d)", len(pivots), k)
-    return torch.tensor(pivots, dtype=torch.long), F[:, : len(pivots)].contiguous()
+    # F as the transpose of a row-major [k', n] tensor, so that Fᵀ needs no copy.
+    return torch.tensor(pivots, dtype=torch.long), Ft[: len(pivots)].T
 
 
 class NystromPreconditioner:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,8 @@ from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
 from geopatra.models.sgdml.kernel import SGDMLKernel
 from geopatra.models.sgdml.symmetries import find_permutations
 from geopatra.solvers.cholesky import exact_memory_bytes, solve_cholesky
+from geopatra.solvers.nystrom import check_selection
+from geopatra.solvers.pcg import solve_iterative
 from geopatra.solvers.result import SolveResult
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,15 @@ class SGDML(Potential):
             fits ``memory_budget_gb``).
         memory_budget_gb: memory the exact solver may use [GiB].
         solver_tol: relative residual tolerance of the iterative solver.
+        solver_k: Nyström rank of the iterative solver's preconditioner (inducing columns; rounded
+            up to whole training geometries of 3N columns). ``None``: a quarter of the unknowns,
+            capped so that the preconditioner (about ``3·k·n`` float64) fits ``memory_budget_gb``.
+            The rank doubles when CG stagnates, up to the same memory cap.
+        solver_selection: inducing-column selection, ``"pivoted_cholesky"`` (default; best in
+            ``experiments/results/preconditioners.md``), ``"leverage"`` or ``"random"``.
+        solver_max_iter: CG iteration budget per σ (``None``: ``min(10 n, 100000)``).
+        solver_checkpoint: PCG state file (``.pt``); one file per σ is written next to it
+            (``<stem>.sigma<σ><suffix>``) so that an interrupted solve resumes. ``None``: none.
         device: compute device for training and prediction (default: CPU).
         max_symmetry_geometries: training geometries matched for symmetry detection.
         predict_chunk: frames per chunk in :meth:`predict`.
@@ -70,6 +82,10 @@ class SGDML(Potential):
         solver: Literal["auto", "exact", "iterative"] = "auto",
         memory_budget_gb: float = 8.0,
         solver_tol: float = 1e-8,
+        solver_k: int | None = None,
+        solver_selection: Literal["pivoted_cholesky", "leverage", "random"] = "pivoted_cholesky",
+        solver_max_iter: int | None = None,
+        solver_checkpoint: str | None = None,
         device: str | None = None,
         max_symmetry_geometries: int = 100,
         predict_chunk: int = 64,
@@ -77,6 +93,11 @@ class SGDML(Potential):
         super().__init__()
         if solver not in ("auto", "exact", "iterative"):
             raise ValueError(f"SGDML: solver must be 'auto', 'exact' or 'iterative'; got {solver!r}")
+        check_selection(solver_selection)
+        if solver_k is not None and solver_k < 1:
+            raise ValueError(f"SGDML: solver_k must be >= 1 or None; got {solver_k}")
+        if solver_max_iter is not None and solver_max_iter < 1:
+            raise ValueError(f"SGDML: solver_max_iter must be >= 1 or None; got {solver_max_iter}")
         self.sigmas = list(sigmas) if sigmas is not None else [10.0, 20.0, 40.0, 80.0, 160.0]
         self.lam_init = float(lam)
         self.use_symmetries = use_symmetries
@@ -85,6 +106,10 @@ class SGDML(Potential):
         self.solver = solver
         self.memory_budget_gb = memory_budget_gb
         self.solver_tol = solver_tol
+        self.solver_k = solver_k
+        self.solver_selection = solver_selection
+        self.solver_max_iter = solver_max_iter
+        self.solver_checkpoint = solver_checkpoint
         self.device_name = device
         self.max_symmetry_geometries = max_symmetry_geometries
         self.predict_chunk = predict_chunk
@@ -176,9 +201,9 @@ class SGDML(Potential):
         """Fit on positions ``R`` [M, N, 3] Å, ``z`` [N], energies ``E`` [M] kcal/mol (None: c = 0)
         and forces ``F`` [M, N, 3] kcal/mol/Å; σ is chosen by force MAE on ``(R_val, F_val)``."""
         dev = torch.device(self.device_name) if self.device_name else torch.device("cpu")
-        R_t = torch.as_tensor(np.asarray(R), dtype=torch.float64)
-        z_t = torch.as_tensor(np.asarray(z), dtype=torch.long).reshape(-1)
-        F_t = torch.as_tensor(np.asarray(F), dtype=torch.float64)
+        R_t = torch.tensor(np.asarray(R), dtype=torch.float64)  # a copy: R may be read-only
+        z_t = torch.tensor(np.asarray(z), dtype=torch.long).reshape(-1)
+        F_t = torch.tensor(np.asarray(F), dtype=torch.float64)
         M, N = R_t.shape[0], z_t.numel()
         if R_t.shape != (M, N, 3) or F_t.shape != (M, N, 3):
             raise DataError(f"SGDML.fit: R {tuple(R_t.shape)} and F {tuple(F_t.shape)} must be ({M}, {N}, 3)")
@@ -214,7 +239,7 @@ class SGDML(Potential):
         self.sigma = torch.tensor(sigma, dtype=torch.float64, device=dev)
         self.lam = torch.tensor(self.lam_init, dtype=torch.float64, device=dev)
         self.train_indices = torch.as_tensor(
-            np.arange(M) if train_indices is None else np.asarray(train_indices), dtype=torch.long, device=dev
+            np.arange(M) if train_indices is None else np.array(train_indices), dtype=torch.long, device=dev
         )
         self.fingerprint = torch.tensor(list(fingerprint.encode()), dtype=torch.uint8, device=dev)
         self.c = torch.zeros((), dtype=torch.float64, device=dev)
@@ -239,18 +264,41 @@ class SGDML(Potential):
             R, z, max_symmetries=self.max_symmetries, max_geometries=self.max_symmetry_geometries
         )
 
+    def choose_solver(self, n: int) -> Literal["exact", "iterative"]:
+        """The solver used for ``n`` unknowns: ``solver`` unless it is ``"auto"``, in which case
+        ``"exact"`` if the dense kernel fits ``memory_budget_gb``, else ``"iterative"``."""
+        if self.solver != "auto":
+            return self.solver
+        fits = exact_memory_bytes(n) <= self.memory_budget_gb * 2**30
+        return "exact" if fits else "iterative"
+
+    def preconditioner_rank(self, n: int, group: int) -> tuple[int, int]:
+        """``(k, k_max)``: initial and largest Nyström rank for ``n`` unknowns in groups of
+        ``group`` columns (one training geometry), whole groups, within ``memory_budget_gb``."""
+        cap = int(self.memory_budget_gb * 2**30 // (3 * 8 * n))  # G, Bᵀ and a copy: ~3·k·n floats
+        cap = max(group, cap // group * group)
+        k = self.solver_k if self.solver_k is not None else n // 4
+        k = min(max(group, math.ceil(k / group) * group), cap, n)
+        return k, max(k, min(cap, n))
+
+    def _checkpoint_for(self, sigma: float) -> Path | None:
+        if self.solver_checkpoint is None:
+            return None
+        path = Path(self.solver_checkpoint)
+        return path.with_name(f"{path.stem}.sigma{sigma:g}{path.suffix or '.pt'}")
+
     def _solve(self, op: SGDMLKernel, b: Tensor) -> SolveResult:
-        method = self.solver
-        if method == "auto":
-            fits = exact_memory_bytes(op.n) <= self.memory_budget_gb * 2**30
-            method = "exact" if fits else "iterative"
-        if method == "exact":
+        if self.choose_solver(op.n) == "exact":
             return solve_cholesky(op, b, self.lam_init, memory_budget_gb=self.memory_budget_gb)
-        try:
-            from geopatra.solvers.pcg import solve_iterative
-        except ImportError as err:  # pragma: no cover - the PCG module is written in parallel
-            raise NotImplementedError("SGDML: the iterative solver is not available") from err
-        return solve_iterative(op, b, self.lam_init, tol=self.solver_tol)
+        group = 3 * op.n_atoms
+        k, k_max = self.preconditioner_rank(op.n, group)
+        logger.info("SGDML: iterative solve, n = %d, Nyström %s k = %d (k_max = %d)", op.n,
+                    self.solver_selection, k, k_max)
+        return solve_iterative(
+            op, b, self.lam_init, tol=self.solver_tol, max_iter=self.solver_max_iter, k=k,
+            k_max=k_max, selection=self.solver_selection, group_size=group,
+            checkpoint_path=self._checkpoint_for(op.sigma),
+        )
 
     # -------------------------------------------------------------------------------- prediction
     def _positions(self, R: Tensor | np.ndarray) -> Tensor:
