@@ -56,10 +56,8 @@ class GeoPatraCalculator(Calculator):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype the model computes in (of its parameters; float64 for kernel models)."""
-        tensors = list(self.potential.parameters()) or list(self.potential.buffers())
-        floats = [t.dtype for t in tensors if t.dtype.is_floating_point]
-        return floats[0] if floats else torch.float64
+        """The dtype the model computes in."""
+        return self.potential.compute_dtype
 
     def _check(self, atoms: Atoms) -> None:
         """Validate an ``Atoms`` once per change of its elements (not at every MD step)."""

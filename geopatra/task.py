@@ -66,10 +66,7 @@ class ForceFieldTask(L.LightningModule):
     # --- the model ----------------------------------------------------------------------------------
     def forward(self, batch, training: bool = False):
         """Energies [n_mol] (kcal/mol) and forces [n_atoms, 3] (kcal/mol/Å) of a batch."""
-        dtype = next(iter(self.potential.buffers()), torch.empty(0)).dtype
-        if any(True for _ in self.potential.parameters()):
-            dtype = next(self.potential.parameters()).dtype
-        pos = batch.pos.to(dtype if dtype.is_floating_point else torch.float64)
+        pos = batch.pos.to(self.potential.compute_dtype)
         return energy_and_forces(
             self.potential, pos, batch.z, batch.batch, batch.num_graphs, training=training
         )

@@ -65,6 +65,12 @@ class Potential(torch.nn.Module):
         """Raise a typed error if the model cannot describe a molecule with atomic numbers ``z``."""
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the model computes in: its parameters' (float64 for parameter-free kernel models)."""
+        parameter = next(self.parameters(), None)
+        return parameter.dtype if parameter is not None else torch.float64
+
+    @property
     def is_fitted(self) -> bool:
         """Whether :meth:`fit_to_data` has run (kernel models override this with a real check)."""
         return False
