@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ class GeoPatraCalculator(Calculator):
         dtype: ``"float32"``/``"float64"`` to cast the model; ``None`` keeps the trained dtype.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces", "energies"]
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "energies"]
 
     def __init__(
         self,
@@ -49,7 +49,7 @@ class GeoPatraCalculator(Calculator):
         self.force_to_ev_per_angstrom = model_units.force_factor_to(ASE_UNITS)
         self.length_from_angstrom = ASE_UNITS.length_factor_to(model_units)
         if not hasattr(self.potential, "per_atom_energy"):
-            self.implemented_properties = ["energy", "free_energy", "forces"]
+            self.implemented_properties = ["energy", "free_energy", "forces"]  # type: ignore[misc]
         self._checked_numbers: np.ndarray | None = None
         self._z: torch.Tensor | None = None
         self._batch: torch.Tensor | None = None

@@ -181,9 +181,9 @@ def test_cli_labels_water_with_gfn2(tmp_path, one_openmp_thread):
         assert str(data["theory"]).startswith("GFN2-xTB (tblite ")
         assert str(data["smiles"]) == "O"
         # GFN2-xTB water is about -5.07 Ha = -3182 kcal/mol: the eV -> kcal/mol factor is applied.
-        assert -3300 < data["E"].min() and data["E"].max() < -3100
+        assert data["E"].min() > -3300 and data["E"].max() < -3100
         first = data["R"].copy()
-    assert main(argv + ["--overwrite"]) == 0
+    assert main([*argv, "--overwrite"]) == 0
     with np.load(output) as data:
         np.testing.assert_array_equal(data["R"], first)
 

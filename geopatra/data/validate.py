@@ -47,9 +47,11 @@ def validate_arrays(
         raise ShapeError(
             f"{source}: 'F' has shape {F.shape}; expected {R.shape} (n_frames, n_atoms, 3) like 'R'."
         )
-    if not np.issubdtype(z.dtype, np.integer):
-        if not np.issubdtype(z.dtype, np.floating) or np.any(z != np.round(z)):
-            raise ElementError(f"{source}: 'z' holds non-integer values; expected atomic numbers.")
+    integral = np.issubdtype(z.dtype, np.integer) or (
+        np.issubdtype(z.dtype, np.floating) and np.all(z == np.round(z))
+    )
+    if not integral:
+        raise ElementError(f"{source}: 'z' holds non-integer values; expected atomic numbers.")
     z = z.astype(np.int64)
     bad = (z < 1) | (z > MAX_ATOMIC_NUMBER)
     if np.any(bad):

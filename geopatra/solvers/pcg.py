@@ -61,7 +61,7 @@ def read_checkpoint(path: str | os.PathLike, b: Tensor) -> dict | None:
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is ignored, with a warning
+    except Exception as exc:
         warnings.warn(f"PCG checkpoint {path} is unreadable ({exc}); ignoring it", stacklevel=3)
         return None
     if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
