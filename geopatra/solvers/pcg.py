@@ -84,7 +84,7 @@ def read_checkpoint(path: str | os.PathLike, b: Tensor) -> dict | None:
     return state
 
 
-def _pcg(
+def pcg(
     matvec: Callable[[Tensor], Tensor],
     b: Tensor,
     *,
@@ -99,9 +99,41 @@ def _pcg(
     start_iteration: int = 0,
     stagnation_window: int = 0,
     stagnation_factor: float = 10.0,
-) -> tuple[SolveResult, str]:
-    """Implementation of :func:`pcg`; also returns why it stopped: "converged", "max_iter",
-    "stagnated" or "floor" (true residual stalled by rounding)."""
+) -> SolveResult:
+    """Solve ``A x = b`` for symmetric positive definite ``A`` by (preconditioned) CG.
+
+    Args:
+        matvec: ``v [n] -> A v [n]``.
+        b: right-hand side [n].
+        preconditioner: ``r [n] -> P⁻¹ r [n]`` with ``P ≈ A`` SPD; ``None`` for plain CG.
+        x0: initial guess [n] (default zeros); ignored when a checkpoint is resumed.
+        tol: stop when the relative residual ``||b - A x|| / ||b||`` ≤ ``tol``. Convergence of
+            the recursively updated residual is confirmed with an explicit ``b - A x``. If that
+            misses, CG restarts from the true residual; after three such misses in a row without
+            the true residual halving, the solve stops unconverged (rounding errors bound the
+            attainable residual, roughly ``eps·cond(A)``).
+        max_iter: budget on the *total* iteration count, which includes iterations restored from
+            a checkpoint or given by ``start_iteration`` (default :func:`default_max_iter`).
+        checkpoint_path: if given, the state ``(x, r, p, rz, iteration)`` is saved there
+            atomically every ``checkpoint_every`` iterations and at the end; a later call with the
+            same path and the same ``b`` resumes from it. If the stored ``method`` differs (e.g.
+            another preconditioner), only ``x`` and the iteration count are reused.
+        checkpoint_every: iterations between checkpoints.
+        progress: show a tqdm bar with the residual.
+        method: label stored in the result and checkpoint (default ``"pcg"`` or ``"cg"``).
+        start_iteration: iteration count to start from when no checkpoint is resumed.
+        stagnation_window: if > 0, stop early (``converged=False``) when the best residual has
+            decreased by less than ``stagnation_factor`` over the last ``stagnation_window``
+            iterations of this call.
+        stagnation_factor: see ``stagnation_window``.
+
+    Returns:
+        :class:`SolveResult`; ``residual`` is the explicitly computed final relative residual.
+
+    Raises:
+        ValueError: bad shapes or arguments.
+        SolverError: ``A`` or ``P`` found not positive definite, or non-finite values.
+    """
     t0 = time.perf_counter()
     if b.ndim != 1:
         raise ValueError(f"pcg: b must be a vector [n]; got shape {tuple(b.shape)}")
@@ -118,7 +150,7 @@ def _pcg(
     b_norm = float(torch.linalg.vector_norm(b))
     if b_norm == 0.0:
         return SolveResult(torch.zeros_like(b), start_iteration, 0.0, True,
-                           time.perf_counter() - t0, method), "converged"
+                           time.perf_counter() - t0, method, stop_reason="converged")
 
     def dot(u: Tensor, v: Tensor) -> float:
         return float(torch.dot(u, v))
@@ -231,63 +263,7 @@ def _pcg(
                        "floating-point accuracy for this system); stopping", method, true_res, tol)
     logger.info("%s: %d iterations, relative residual %.2e, converged=%s (%s), %.2f s", method,
                 it, true_res, converged, reason, seconds)
-    return SolveResult(x, it, true_res, converged, seconds, method), reason
-
-
-def pcg(
-    matvec: Callable[[Tensor], Tensor],
-    b: Tensor,
-    *,
-    preconditioner: Callable[[Tensor], Tensor] | None = None,
-    x0: Tensor | None = None,
-    tol: float = 1e-8,
-    max_iter: int | None = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every: int = 50,
-    progress: bool = True,
-    method: str | None = None,
-    start_iteration: int = 0,
-    stagnation_window: int = 0,
-    stagnation_factor: float = 10.0,
-) -> SolveResult:
-    """Solve ``A x = b`` for symmetric positive definite ``A`` by (preconditioned) CG.
-
-    Args:
-        matvec: ``v [n] -> A v [n]``.
-        b: right-hand side [n].
-        preconditioner: ``r [n] -> P⁻¹ r [n]`` with ``P ≈ A`` SPD; ``None`` for plain CG.
-        x0: initial guess [n] (default zeros); ignored when a checkpoint is resumed.
-        tol: stop when the relative residual ``||b - A x|| / ||b||`` ≤ ``tol``. Convergence of
-            the recursively updated residual is confirmed with an explicit ``b - A x``. If that
-            misses, CG restarts from the true residual; after three such misses in a row without
-            the true residual halving, the solve stops unconverged (rounding errors bound the
-            attainable residual, roughly ``eps·cond(A)``).
-        max_iter: budget on the *total* iteration count, which includes iterations restored from
-            a checkpoint or given by ``start_iteration`` (default :func:`default_max_iter`).
-        checkpoint_path: if given, the state ``(x, r, p, rz, iteration)`` is saved there
-            atomically every ``checkpoint_every`` iterations and at the end; a later call with the
-            same path and the same ``b`` resumes from it. If the stored ``method`` differs (e.g.
-            another preconditioner), only ``x`` and the iteration count are reused.
-        checkpoint_every: iterations between checkpoints.
-        progress: show a tqdm bar with the residual.
-        method: label stored in the result and checkpoint (default ``"pcg"`` or ``"cg"``).
-        start_iteration: iteration count to start from when no checkpoint is resumed.
-        stagnation_window: if > 0, stop early (``converged=False``) when the best residual has
-            decreased by less than ``stagnation_factor`` over the last ``stagnation_window``
-            iterations of this call.
-        stagnation_factor: see ``stagnation_window``.
-
-    Returns:
-        :class:`SolveResult`; ``residual`` is the explicitly computed final relative residual.
-
-    Raises:
-        ValueError: bad shapes or arguments.
-        SolverError: ``A`` or ``P`` found not positive definite, or non-finite values.
-    """
-    return _pcg(matvec, b, preconditioner=preconditioner, x0=x0, tol=tol, max_iter=max_iter,
-                checkpoint_path=checkpoint_path, checkpoint_every=checkpoint_every,
-                progress=progress, method=method, start_iteration=start_iteration,
-                stagnation_window=stagnation_window, stagnation_factor=stagnation_factor)[0]
+    return SolveResult(x, it, true_res, converged, seconds, method, stop_reason=reason)
 
 
 def solve_iterative(
@@ -382,12 +358,12 @@ def solve_iterative(
             P = NystromPreconditioner.build(operator, lam, k, selection, seed=seed,
                                             group_size=group_size)
             can_grow = adaptive and k < k_max
-            result, reason = _pcg(matvec, b, preconditioner=P, x0=x, method=f"pcg[{P.name}]",
-                                  start_iteration=iterations,
-                                  stagnation_window=stagnation_window if can_grow else 0,
-                                  stagnation_factor=stagnation_factor, **common)
+            result = pcg(matvec, b, preconditioner=P, x0=x, method=f"pcg[{P.name}]",
+                         start_iteration=iterations,
+                         stagnation_window=stagnation_window if can_grow else 0,
+                         stagnation_factor=stagnation_factor, **common)
             x, iterations = result.x, result.iterations
-            if reason != "stagnated" or not can_grow:
+            if result.stop_reason != "stagnated" or not can_grow:
                 break
             new_k = min(2 * k, k_max)
             logger.info("CG stagnated at iteration %d (residual %.2e) with k=%d; growing k to %d",

@@ -19,6 +19,8 @@ class SolveResult:
         converged: whether ``residual`` reached the requested tolerance.
         seconds: wall time of the solve [s] (including preconditioner construction).
         method: e.g. ``"cholesky"``, ``"pcg[nystrom-leverage,k=200]"``, ``"cg"``.
+        stop_reason: why an iterative solve stopped: ``"converged"``, ``"max_iter"``,
+            ``"stagnated"`` or ``"floor"`` (true residual stalled by rounding); ``""`` otherwise.
     """
 
     x: Tensor
@@ -27,3 +29,4 @@ class SolveResult:
     converged: bool
     seconds: float
     method: str = ""
+    stop_reason: str = ""
