@@ -12,7 +12,7 @@ import torch
 from geopatra.errors import IncompatibleMoleculeError, SolverError
 from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
 from geopatra.models.sgdml.descriptor import descriptor
-from geopatra.solvers.cholesky import solve_cholesky
+from geopatra.solvers.cholesky import _factor_in_place, solve_cholesky
 from geopatra.solvers.operator import DenseOperator, KernelOperator
 
 F64 = torch.float64
@@ -132,6 +132,19 @@ def test_exact_solver_matches_dense_solve() -> None:
     ref = torch.linalg.solve(K + 0.5 * torch.eye(60, dtype=F64), b)
     torch.testing.assert_close(res.x, ref, rtol=1e-11, atol=1e-12)
     assert res.iterations == 0 and res.method == "cholesky" and res.residual < 1e-10
+
+
+def test_blocked_factorisation_reads_only_the_lower_triangle() -> None:
+    """Several panels (7 columns each, a ragged last one), NaN above the diagonal: the in-place
+    factor equals LAPACK's; an indefinite matrix fails in a later panel and is reported."""
+    A = torch.randn(60, 80, dtype=F64)
+    K = A @ A.T
+    work = K.clone()
+    work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
+    assert _factor_in_place(work, panel=7)
+    torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
+    K[45, 45] = -1.0  # breaks positive definiteness in the 7th panel
+    assert not _factor_in_place(K.clone(), panel=7)
 
 
 def test_exact_solver_jitter_warns_and_budget_refuses() -> None:
