@@ -273,3 +273,23 @@ def test_sigma_selected_on_validation(ethanol: dict) -> None:
     assert set(model.sigma_scores_) == {0.5, 20.0}
     assert float(model.sigma) == min(model.sigma_scores_, key=model.sigma_scores_.get)
     assert model.sigma_scores_[0.5] != model.sigma_scores_[20.0]
+
+
+def test_sigma_searched_on_a_subset_then_solved_on_all(ethanol: dict) -> None:
+    """With sigma_search_size below the training size, σ is scored on that many evenly spaced
+    frames, and the final model is the full solve at that σ (same as a one-σ fit)."""
+    tr, va = np.arange(0, 400, 10), np.arange(5, 400, 10)  # 40 training frames
+    args = (ethanol["R"][tr], ethanol["z"], ethanol["E"][tr], ethanol["F"][tr])
+    val = dict(R_val=ethanol["R"][va], F_val=ethanol["F"][va])
+    grid = SGDML(sigmas=[0.5, 20.0], use_symmetries=False, solver="exact", sigma_search_size=10)
+    grid.fit(*args, **val)
+    full_grid = SGDML(sigmas=[0.5, 20.0], use_symmetries=False, solver="exact", sigma_search_size=None)
+    full_grid.fit(*args, **val)
+    chosen = float(grid.sigma)
+    assert chosen == min(grid.sigma_scores_, key=grid.sigma_scores_.get)
+    assert grid.sigma_scores_[0.5] != full_grid.sigma_scores_[0.5]  # scored on 10 frames, not 40
+    single = SGDML(sigmas=[chosen], use_symmetries=False, solver="exact").fit(*args)
+    assert grid.alphas.shape == (40 * 9 * 3,)
+    torch.testing.assert_close(grid.alphas, single.alphas, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="sigma_search_size"):
+        SGDML(sigma_search_size=1)

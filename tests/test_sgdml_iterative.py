@@ -128,7 +128,7 @@ def test_interrupted_solve_resumes_from_per_sigma_checkpoint(ethanol: dict, tmp_
         interrupted = SGDML(**common, solver_max_iter=10).fit(*args)
     assert not interrupted.solve_result_.converged
     assert interrupted.solve_result_.iterations == 10
-    per_sigma = tmp_path / "solve.sigma20.pt"
+    per_sigma = tmp_path / "solve.sigma20.m20.pt"
     assert per_sigma.exists() and not ckpt.exists()
     state = read_checkpoint(per_sigma, torch.as_tensor(ethanol["F"][idx]).reshape(-1))
     assert state is not None and state["iteration"] == 10

@@ -2,7 +2,8 @@
 
 Training (``fit_to_data`` / ``fit``): detect the permutational symmetries, then for each σ of the
 grid solve ``(K_σ + λI) α = F_train`` (exact Cholesky or matrix-free PCG) and score the force MAE
-on the validation set; keep the best σ. The integration constant is ``c = mean(E_train - Ê_train)``
+on the validation set; keep the best σ (scored on a subset of ``sigma_search_size`` training frames
+when there are more, then solved once on all). The integration constant is ``c = mean(E_train - Ê_train)``
 (the reference's least-squares constant). Descriptors, pair gradients and descriptor permutations
 are computed once and shared across the σ grid (:meth:`SGDMLKernel.with_sigma`).
 
@@ -63,10 +64,12 @@ class SGDML(Potential):
             ``experiments/results/preconditioners.md``), ``"leverage"`` or ``"random"``.
         solver_max_iter: CG iteration budget per σ (``None``: ``min(10 n, 100000)``).
         solver_checkpoint: PCG state file (``.pt``); one file per σ is written next to it
-            (``<stem>.sigma<σ><suffix>``) so that an interrupted solve resumes. ``None``: none.
+            (``<stem>.sigma<σ>.m<M><suffix>``) so that an interrupted solve resumes. ``None``: none.
         device: compute device for training and prediction (default: CPU).
         max_symmetry_geometries: training geometries matched for symmetry detection.
         predict_chunk: frames per chunk in :meth:`predict`.
+        sigma_search_size: with more training frames than this, σ is scored on this many evenly
+            spaced ones and only the chosen σ is solved on all (``None``: the whole grid on all).
     """
 
     trainable = False
@@ -89,6 +92,7 @@ class SGDML(Potential):
         device: str | None = None,
         max_symmetry_geometries: int = 100,
         predict_chunk: int = 64,
+        sigma_search_size: int | None = 200,
     ) -> None:
         super().__init__()
         if solver not in ("auto", "exact", "iterative"):
@@ -113,6 +117,9 @@ class SGDML(Potential):
         self.device_name = device
         self.max_symmetry_geometries = max_symmetry_geometries
         self.predict_chunk = predict_chunk
+        if sigma_search_size is not None and sigma_search_size < 2:
+            raise ValueError(f"SGDML: sigma_search_size must be >= 2 or None; got {sigma_search_size}")
+        self.sigma_search_size = sigma_search_size
         f64 = torch.float64
         self.register_buffer("R_train", torch.zeros(0, 0, 3, dtype=f64))
         self.register_buffer("alphas", torch.zeros(0, dtype=f64))
@@ -207,29 +214,13 @@ class SGDML(Potential):
         M, N = R_t.shape[0], z_t.numel()
         if R_t.shape != (M, N, 3) or F_t.shape != (M, N, 3):
             raise DataError(f"SGDML.fit: R {tuple(R_t.shape)} and F {tuple(F_t.shape)} must be ({M}, {N}, 3)")
-        perms = self._choose_permutations(R_t.numpy(), z_t.numpy())
+        perms = torch.as_tensor(self._choose_permutations(R_t.numpy(), z_t.numpy()))
         logger.info("SGDML: %d permutational symmetries", perms.shape[0])
-        base = SGDMLKernel(R_t, torch.as_tensor(perms), self.sigmas[0], device=dev)
-        b = F_t.reshape(-1).to(dev)
-        has_val = R_val is not None and F_val is not None and len(self.sigmas) > 1
-        best: tuple[float, float, SolveResult] | None = None
-        self.sigma_scores_ = {}
-        for sigma in tqdm(self.sigmas if has_val else self.sigmas[:1], desc="sGDML σ grid", leave=False):
-            op = base.with_sigma(sigma)
-            result = self._solve(op, b)
-            if not has_val:
-                best = (math.nan, sigma, result)
-                break
-            Rv = torch.as_tensor(np.asarray(R_val), dtype=torch.float64, device=dev)
-            Fv = torch.as_tensor(np.asarray(F_val), dtype=torch.float64, device=dev)
-            w_perm, q = op.weights(result.x)
-            pred = vjp(pair_gradients(Rv), op.descriptor_forces(descriptor(Rv), w_perm, q))
-            mae = float((pred - Fv).abs().mean())
-            self.sigma_scores_[sigma] = mae
-            logger.info("SGDML: sigma %g -> validation force MAE %.4f kcal/mol/Å", sigma, mae)
-            if best is None or mae < best[0]:
-                best = (mae, sigma, result)
-        _, sigma, result = best
+        val = None
+        if R_val is not None and F_val is not None and len(self.sigmas) > 1:
+            val = (torch.as_tensor(np.asarray(R_val), dtype=torch.float64, device=dev),
+                   torch.as_tensor(np.asarray(F_val), dtype=torch.float64, device=dev))
+        sigma, result = self._select_sigma(R_t, F_t, perms, val, dev)
         self.solve_result_ = result
         self.R_train = R_t.to(dev)
         self.alphas = result.x.to(dev)
@@ -249,6 +240,48 @@ class SGDML(Potential):
             self.c = (E_t - self.predict_energy(R_t)).mean()
         logger.info("SGDML: sigma = %g, c = %.6f kcal/mol, %s", sigma, float(self.c), result.method)
         return self
+
+    def _select_sigma(
+        self, R: Tensor, F: Tensor, perms: Tensor, val: tuple[Tensor, Tensor] | None, dev: torch.device
+    ) -> tuple[float, SolveResult]:
+        """Choose σ by validation force MAE and return it with the solve on all training frames.
+
+        Descriptors are shared across the grid. With more than ``sigma_search_size`` training
+        frames the grid is scored on that many evenly spaced ones (exact, cheap) and only the chosen
+        σ is solved on all of them: at M = 1,000 one iterative solve instead of one per σ.
+        """
+        if val is None:
+            op = SGDMLKernel(R, perms, self.sigmas[0], device=dev)
+            return self.sigmas[0], self._solve(op, F.reshape(-1).to(dev))
+        M = R.shape[0]
+        subset = self.sigma_search_size is not None and M > self.sigma_search_size
+        frames = np.linspace(0, M - 1, self.sigma_search_size).round().astype(int) if subset else np.arange(M)
+        base = SGDMLKernel(R[frames], perms, self.sigmas[0], device=dev)
+        b = F[frames].reshape(-1).to(dev)
+        self.sigma_scores_ = {}
+        best: tuple[float, float, SolveResult] | None = None
+        for sigma in tqdm(self.sigmas, desc="sGDML σ grid", leave=False):
+            op = base.with_sigma(sigma)
+            result = self._solve(op, b)
+            mae = self._validation_mae(op, result.x, *val)
+            self.sigma_scores_[sigma] = mae
+            logger.info("SGDML: sigma %g -> validation force MAE %.4f kcal/mol/Å (%d training frames)",
+                        sigma, mae, len(frames))
+            if best is None or mae < best[0]:
+                best = (mae, sigma, result)
+        _, sigma, result = best
+        if subset:
+            logger.info("SGDML: sigma %g chosen on %d of %d training frames; solving on all of them",
+                        sigma, len(frames), M)
+            result = self._solve(SGDMLKernel(R, perms, sigma, device=dev), F.reshape(-1).to(dev))
+        return sigma, result
+
+    @staticmethod
+    def _validation_mae(op: SGDMLKernel, alpha: Tensor, R_val: Tensor, F_val: Tensor) -> float:
+        """Force MAE [kcal/mol/Å] of coefficients ``alpha`` of ``op`` on ``(R_val, F_val)``."""
+        w_perm, q = op.weights(alpha)
+        pred = vjp(pair_gradients(R_val), op.descriptor_forces(descriptor(R_val), w_perm, q))
+        return float((pred - F_val).abs().mean())
 
     def _choose_permutations(self, R: np.ndarray, z: np.ndarray) -> np.ndarray:
         n = len(z)
@@ -281,11 +314,12 @@ class SGDML(Potential):
         k = min(max(group, math.ceil(k / group) * group), cap, n)
         return k, max(k, min(cap, n))
 
-    def _checkpoint_for(self, sigma: float) -> Path | None:
+    def _checkpoint_for(self, op: SGDMLKernel) -> Path | None:
+        """The PCG state file of one solve: one per σ and training-set size (σ search vs final)."""
         if self.solver_checkpoint is None:
             return None
         path = Path(self.solver_checkpoint)
-        return path.with_name(f"{path.stem}.sigma{sigma:g}{path.suffix or '.pt'}")
+        return path.with_name(f"{path.stem}.sigma{op.sigma:g}.m{op.n_frames}{path.suffix or '.pt'}")
 
     def _solve(self, op: SGDMLKernel, b: Tensor) -> SolveResult:
         if self.choose_solver(op.n) == "exact":
@@ -297,7 +331,7 @@ class SGDML(Potential):
         return solve_iterative(
             op, b, self.lam_init, tol=self.solver_tol, max_iter=self.solver_max_iter, k=k,
             k_max=k_max, selection=self.solver_selection, group_size=group,
-            checkpoint_path=self._checkpoint_for(op.sigma),
+            checkpoint_path=self._checkpoint_for(op),
         )
 
     # -------------------------------------------------------------------------------- prediction
