@@ -20,6 +20,9 @@ Two pair layouts (see :class:`PairGeometry`): *dense*, all pairs of a zero-padde
 Receivers are processed in chunks of at most ``pair_chunk_size`` pairs; with more than one chunk and
 gradients on, each chunk is recomputed in the backward pass (activation checkpointing), so memory
 grows with the chunk size, not with N^2.
+
+For analysis, :meth:`GeometricAttention.attention_weights` (and ``GeoPaTra.attention_weights`` for all
+layers) recomputes the weights alpha as a dense matrix; the forward pass never stores them.
 """
 
 from __future__ import annotations
@@ -157,11 +160,15 @@ class GeometricAttention(nn.Module):
         self.irreps_msg = o3.Irreps(irreps_msg)
         self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
 
+    def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries and keys [n_atoms, H, d] from the (layer-normalised) scalar features of x."""
+        shape = (x.shape[0], self.num_heads, self.head_dim)
+        s = self.norm(x[:, : self.num_scalars])
+        return self.query(s).view(shape), self.key(s).view(shape)
+
     def forward(self, x: Tensor, geometry: PairGeometry) -> Tensor:
         n, H = x.shape[0], self.num_heads
-        s = self.norm(x[:, : self.num_scalars])
-        q = self.query(s).view(n, H, self.head_dim)
-        k = self.key(s).view(n, H, self.head_dim)
+        q, k = self.queries_and_keys(x)
         # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
         senders = torch.cat([x[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
         g = geometry
@@ -189,6 +196,40 @@ class GeometricAttention(nn.Module):
             messages = messages.reshape(g.num_graphs * g.n_max, -1)[g.flat_index]
         return self.linear_out(messages.reshape(n, -1))
 
+    @torch.no_grad()
+    def attention_weights(self, x: Tensor, geometry: PairGeometry) -> Tensor:
+        """The weights alpha_ijh this layer uses for node features x [n_atoms, irreps_node.dim], as a
+        dense [n_atoms, n_atoms, H] tensor over all atoms of the batch: row i (receiver) sums to 1 over
+        the senders j of its molecule (0 for an atom with no sender, e.g. alone within a cutoff);
+        self pairs, pairs of different molecules and pairs beyond the cutoff are 0.
+
+        For analysis only (one pass over all pairs, no chunking, no gradient); :meth:`forward`
+        computes the same weights chunk by chunk and never stores them.
+        """
+        g = geometry
+        n = x.shape[0]
+        q, k = self.queries_and_keys(x)
+        out = x.new_zeros(n, n, self.num_heads)
+        if g.neighbors is None:
+            B, N = g.num_graphs, g.n_max
+            q, k = (to_dense(t, g.flat_index, B, N) for t in (q, k))
+            alpha, _ = self._softmax_weights(q, k, g.distance, g.basis, g.mask, g.envelope)  # [B, N, N, H]
+            atom_of_slot = torch.full((B * N,), -1, dtype=torch.long, device=x.device)
+            atom_of_slot[g.flat_index] = torch.arange(n, device=x.device)
+            molecule, slot = g.flat_index // N, g.flat_index % N
+            rows = alpha[molecule, slot]  # [n, N, H]: receiver atoms, sender slots of their molecule
+            senders = atom_of_slot.view(B, N)[molecule]  # [n, N]
+        else:
+            alpha, _ = self._softmax_weights(
+                q.unsqueeze(1), k[g.neighbors], g.distance, g.basis, g.mask, g.envelope
+            )  # [n, 1, K, H]
+            rows, senders = alpha[:, 0], g.neighbors
+            senders = torch.where(g.mask[:, 0], senders, torch.full_like(senders, -1))
+        receivers = torch.arange(n, device=x.device).unsqueeze(1).expand_as(senders)
+        real = senders >= 0
+        out[receivers[real], senders[real]] = rows[real]
+        return out
+
     def _neighbor_chunk(self, q: Tensor, k: Tensor, senders: Tensor, neighbors: Tensor, *pair: Tensor | None) -> Tensor:
         """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
         [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
@@ -209,6 +250,29 @@ class GeometricAttention(nn.Module):
         senders [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
         mask [B, c, N], env [B, c, N] or None."""
         B, c, N, _ = basis.shape
+        H = self.num_heads
+        alpha, weights = self._softmax_weights(q, k, r, basis, mask, env)
+
+        # per pair, head and sh component: alpha_h * w_{h, l2(m)} * Y_m  [B, c, N, H, S]
+        weights = weights.reshape(B, c, N, H, self.lmax_sh + 1) * alpha.unsqueeze(-1)
+        g = (weights @ self.expand_l2) * sh.unsqueeze(-2)
+        t = torch.einsum("bijhs,bjhf->bihfs", g, senders)  # [B, c, H, dim / H, S]
+        S = sh.shape[-1]
+        out, start = [], 0
+        for i1, (mul, ir) in enumerate(self.irreps_node):
+            width = (mul // H) * ir.dim
+            t_block = t[:, :, :, start : start + width].reshape(B, c, mul, ir.dim * S)  # (u, (m1, s))
+            coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
+            out.append(t_block @ coupling)  # [B, c, mul, sum_paths (2 l3 + 1)]
+            start += width
+        pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
+        return torch.cat(pieces, dim=-1)
+
+    def _softmax_weights(
+        self, q: Tensor, k: Tensor, r: Tensor, basis: Tensor, mask: Tensor, env: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Attention weights alpha [B, c, N, H] (shapes as in :meth:`_chunk`) and the radial
+        tensor-product weights [B, c, N, H * (lmax + 1)] of the same pairs."""
         H, d = self.num_heads, self.head_dim
         filt, bias, weights = torch.split(self.radial(basis), [H, H, H * (self.lmax_sh + 1)], dim=-1)
         qk = torch.einsum("bihd,bjhd->bijh", q, k) / math.sqrt(d)
@@ -226,21 +290,7 @@ class GeometricAttention(nn.Module):
             e = e * env.unsqueeze(-1)
         denom = e.sum(dim=2, keepdim=True)
         alpha = e / torch.where(denom > 0, denom, torch.ones_like(denom))  # [B, c, N, H]
-
-        # per pair, head and sh component: alpha_h * w_{h, l2(m)} * Y_m  [B, c, N, H, S]
-        weights = weights.reshape(B, c, N, H, self.lmax_sh + 1) * alpha.unsqueeze(-1)
-        g = (weights @ self.expand_l2) * sh.unsqueeze(-2)
-        t = torch.einsum("bijhs,bjhf->bihfs", g, senders)  # [B, c, H, dim / H, S]
-        S = sh.shape[-1]
-        out, start = [], 0
-        for i1, (mul, ir) in enumerate(self.irreps_node):
-            width = (mul // H) * ir.dim
-            t_block = t[:, :, :, start : start + width].reshape(B, c, mul, ir.dim * S)  # (u, (m1, s))
-            coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
-            out.append(t_block @ coupling)  # [B, c, mul, sum_paths (2 l3 + 1)]
-            start += width
-        pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
-        return torch.cat(pieces, dim=-1)
+        return alpha, weights
 
 
 class GatedFeedForward(nn.Module):

@@ -150,6 +150,29 @@ class GeoPaTra(Potential):
         readout = self.readout(x[:, : self.num_features])
         return (self.energy_scale * readout).double() + self.energy_shift[z]
 
+    @torch.no_grad()
+    def attention_weights(self, pos: Tensor, z: Tensor) -> Tensor:
+        """Attention weights of one molecule, for analysis: [num_layers, num_heads, N, N].
+
+        Entry (l, h, i, j) is the weight alpha_ijh with which atom i (receiver) attends to atom j in
+        head h of layer l; each row sums to 1 over j (an atom with no sender within a cutoff has a
+        zero row) and the diagonal is 0. Atom order is that of ``z``.
+
+        Args:
+            pos: positions [N, 3], Å.
+            z: atomic numbers [N].
+        """
+        pos = pos.to(self.energy_scale.dtype)
+        batch = torch.zeros(len(z), dtype=torch.long, device=pos.device)
+        geometry = self.pair_geometry(pos, batch, 1)
+        x = self.embedding(z)
+        weights = []
+        for attention, feed_forward in zip(self.attention, self.feed_forward):
+            weights.append(attention.attention_weights(x, geometry).permute(2, 0, 1))
+            x = x + attention(x, geometry)
+            x = x + feed_forward(x)
+        return torch.stack(weights)
+
     def pair_geometry(self, pos: Tensor, batch: Tensor, num_graphs: int) -> PairGeometry:
         """Pairs of a batch: all pairs of each molecule (dense), or with a cutoff and
         ``sparse_cutoff`` only the pairs within it (neighbour lists). See :class:`PairGeometry`."""
