@@ -92,7 +92,7 @@ class SGDML(Potential):
         device: str | None = None,
         max_symmetry_geometries: int = 100,
         predict_chunk: int = 64,
-        sigma_search_size: int | None = 200,
+        sigma_search_size: int | None = 100,
     ) -> None:
         super().__init__()
         if solver not in ("auto", "exact", "iterative"):
