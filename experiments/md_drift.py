@@ -33,7 +33,7 @@ def parse_models(specs: list[str] | None, runs: Path) -> list[tuple[str, Path]]:
         return [(kind, runs / kind / "checkpoints" / "last.ckpt") for kind in ("sgdml", "geopatra")]
     pairs = []
     for spec in specs:
-        name, sep, path = spec.partition("=")
+        name, sep, path = spec.rpartition("=")  # names may hold "=", paths rarely do
         if not sep:
             raise SystemExit(f"--model expects NAME=CHECKPOINT, got {spec!r}")
         pairs.append((name, Path(path)))
