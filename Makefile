@@ -1,6 +1,9 @@
 # geopatra: two commands do everything, each making its own .venv.
 #   make demo   install, train both models on the bundled data, test them, run MD from each checkpoint
 #   make test   install and run the test suite (CI runs exactly this)
+#   make bench       comparison benchmarks, fast mode on CPU (minutes), then experiments/results/README.md
+#   make bench-full  the same in full mode on a GPU; on a machine that brings its own torch:
+#                    make bench-full BENCH_PY=python
 
 PYTHON ?= python3
 VENV   := .venv
@@ -9,7 +12,7 @@ GEOPATRA := $(VENV)/bin/geopatra
 STAMP  := $(VENV)/.installed
 DEMO_RUNS := runs/demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench bench-full clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +41,24 @@ demo: $(STAMP)
 		--temperature 300 --timestep 0.5 --steps 2000 --output $(DEMO_RUNS)/sgdml/md
 	-$(GEOPATRA) md --checkpoint $(DEMO_RUNS)/geopatra/checkpoints/last.ckpt --ensemble nve \
 		--temperature 300 --timestep 0.5 --steps 2000 --output $(DEMO_RUNS)/geopatra/md
+
+# Benchmarks: the sgdml and MACE venvs (experiments/.venv-*) are made by the scripts on first use.
+BENCH_PY   ?= $(PY)
+BENCH_DEPS := $(if $(filter $(PY),$(BENCH_PY)),$(STAMP))
+BENCH_ENV  := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+BENCH_FULL := --full --device cuda --threads 8
+
+bench: $(BENCH_DEPS)
+	$(BENCH_ENV) $(BENCH_PY) experiments/learning_curves.py --fast
+	$(BENCH_ENV) $(BENCH_PY) experiments/training_cost.py --fast
+	$(BENCH_ENV) $(BENCH_PY) experiments/inference.py --fast
+	$(BENCH_PY) experiments/summary.py
+
+bench-full: $(BENCH_DEPS)
+	$(BENCH_PY) experiments/learning_curves.py $(BENCH_FULL)
+	$(BENCH_PY) experiments/training_cost.py $(BENCH_FULL)
+	$(BENCH_PY) experiments/inference.py $(BENCH_FULL)
+	$(BENCH_PY) experiments/summary.py
 
 clean:
 	rm -rf $(DEMO_RUNS) .pytest_cache

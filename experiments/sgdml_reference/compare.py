@@ -49,8 +49,10 @@ def split_indices(n: int, m: int, n_valid: int, n_test: int) -> dict[str, np.nda
     return {"train": train, "valid": np.sort(rest[:n_valid]), "test": np.sort(rest[n_valid : n_valid + n_test])}
 
 
-def geopatra_side(split_file: Path, out: Path) -> None:
-    """Train and evaluate geopatra's SGDML on the split in ``split_file``; JSON to ``out``."""
+def geopatra_side(split_file: Path, out: Path, solver: str = "exact", device: str | None = None) -> None:
+    """Train and evaluate geopatra's SGDML on the split in ``split_file`` with ``solver`` ("exact" or
+    "iterative") on ``device`` (default CPU); JSON to ``out``. On CUDA, ``peak_gpu_gb`` is
+    ``torch.cuda.max_memory_allocated``."""
     import torch
 
     from geopatra.models.sgdml import SGDML, SGDMLKernel
@@ -68,13 +70,15 @@ def geopatra_side(split_file: Path, out: Path) -> None:
 
     SGDMLKernel.fill_dense = timed_fill
     model = SGDML(sigmas=[float(d["sigma"])], lam=float(d["lam"]), permutations=d["perms"].tolist(),
-                  solver="exact", memory_budget_gb=16.0)
+                  solver=solver, memory_budget_gb=64.0 if device and device.startswith("cuda") else 16.0,
+                  device=device)
     t0 = time.perf_counter()
     model.fit(R[tr], z, E[tr], F[tr])
     t_train = time.perf_counter() - t0
     model.predict(R[te[:10]])  # warm-up
     t1 = time.perf_counter()
     Et, Ft = model.predict(R[te])
+    Et, Ft = Et.cpu(), Ft.cpu()
     t_pred = time.perf_counter() - t1
     res = {
         "side": "geopatra",
@@ -85,7 +89,10 @@ def geopatra_side(split_file: Path, out: Path) -> None:
         "assembly_seconds": timings["assembly"],
         "solve_seconds": t_train - timings["assembly"],
         "solver": model.solve_result_.method,
+        "iterations": model.solve_result_.iterations,
         "residual": model.solve_result_.residual,
+        "device": str(model.compute_device),
+        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "test_F_mae": float(np.abs(Ft.numpy() - F[te]).mean()),
         "test_E_mae": float(np.abs(Et.numpy() - E[te]).mean()),
@@ -95,8 +102,9 @@ def geopatra_side(split_file: Path, out: Path) -> None:
     print(json.dumps(res), flush=True)
 
 
-def run_side(kind: str, split_file: Path, out: Path, threads: int | None = None) -> dict:
-    """Run one side in its own subprocess and return its JSON."""
+def run_side(kind: str, split_file: Path, out: Path, threads: int | None = None, solver: str = "exact",
+             device: str | None = None) -> dict:
+    """Run one side in its own subprocess and return its JSON (``solver``, ``device``: geopatra only)."""
     env = dict(os.environ)
     if kind == "sgdml":
         env["OPENBLAS_NUM_THREADS"] = "1"
@@ -106,7 +114,7 @@ def run_side(kind: str, split_file: Path, out: Path, threads: int | None = None)
         if threads == 1:
             env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         cmd = [sys.executable, __file__, "side", "--split", str(split_file), "--out", str(out),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--solver", solver, *(["--device", device] if device else [])]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     return json.loads(out.read_text())
 
@@ -193,6 +201,8 @@ def main() -> None:
     one.add_argument("--split", type=Path, required=True)
     one.add_argument("--out", type=Path, required=True)
     one.add_argument("--threads", type=int, default=2)
+    one.add_argument("--solver", choices=["exact", "iterative"], default="exact")
+    one.add_argument("--device", default=None, help="torch device of the geopatra side (default CPU)")
     parser.add_argument("--data", default="bundled", help="dataset (read_dataset): path or 'bundled'")
     parser.add_argument("--m", type=int, nargs="+", default=[100, 200])
     parser.add_argument("--sigma", type=float, default=40.0)
@@ -208,7 +218,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-        geopatra_side(args.split, args.out)
+        geopatra_side(args.split, args.out, args.solver, args.device)
         return
     from geopatra.data import read_dataset
     from geopatra.models.sgdml import find_permutations

@@ -9,8 +9,13 @@ Usage (from the repository root; the script re-executes itself inside its own ve
 fixed σ, λ and the reference's own symmetry detection, and writes its predictions on 200 other
 frames to ``tests/data/sgdml_reference_ethanol.npz``.
 
-``side``: one reference run of the side-by-side comparison driven by ``compare.py`` (frames, σ, λ
-and permutations given in an npz; timings, peak memory, test MAE and prediction speed to JSON).
+``side``: one reference run of the side-by-side comparison driven by ``compare.py`` and the
+benchmarks in ``experiments/`` (frames, σ, λ and optionally permutations given in an npz; without
+``perms`` the reference's own ``find_perms`` runs on the training frames, timed apart from training;
+timings, peak memory, test MAE and prediction speed to JSON).
+
+``time``: energy + forces time and MD steps/s of the reference's ASE calculator on given
+structures, with synthetic models of M training geometries (``experiments/inference.py``).
 
 ``compare``: for each M, trains the reference (fixed σ grid, validation on other frames) on a
 42-atom dataset and records training time, peak memory (ru_maxrss), test MAE and prediction speed
@@ -18,7 +23,8 @@ into ``experiments/work/sgdml_reference_<M>.json`` (geopatra's side is run by
 ``compare_geopatra.py``).
 
 The venv ``experiments/.venv-sgdml`` (gitignored) is created on first use with
-``pip install sgdml "numpy<2"``. The reference runs with OPENBLAS_NUM_THREADS=1 as instructed.
+``pip install sgdml==1.0.3 "numpy<2" ase`` (``bench_common.ensure_venv``; torch 2.13.0, the CPU
+wheel, first). The reference runs with OPENBLAS_NUM_THREADS=1 as instructed.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,15 +48,18 @@ GOLDEN_TRAIN = list(range(0, 1000, 10))
 GOLDEN_TEST = [i for i in range(3, 1000, 5)][:200]
 GOLDEN_SIGMA = 20.0
 GOLDEN_LAMBDA = 1e-10
+#: The reference venv: sgdml 1.0.3 needs numpy < 2; ASE for its calculator in the MD timings.
+REQUIREMENTS = ["sgdml==1.0.3", "numpy<2", "ase"]
 
 
 def ensure_venv() -> None:
-    """Create the reference venv if needed, then re-exec inside it."""
+    """Create the reference venv if needed (``bench_common.ensure_venv``), then re-exec inside it."""
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
-    if not VPY.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(VPY), "-m", "pip", "install", "sgdml", "numpy<2"], check=True)
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from bench_common import ensure_venv as make_venv
+
+    make_venv(VENV, REQUIREMENTS, first=["torch==2.13.0"])
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     os.execve(str(VPY), [str(VPY), __file__, *sys.argv[1:]], env)
 
@@ -178,6 +186,15 @@ def side(split_file: Path, out: Path) -> None:
     d = np.load(split_file)
     R, z, E, F = d["R"], d["z"], d["E"].reshape(-1), d["F"]
     tr, te = d["train"], d["test"]
+    t_perm = 0.0
+    if "perms" in d.files:
+        perms = d["perms"]
+    else:  # the reference's own symmetry detection on the training frames (timed apart)
+        from sgdml.utils import perm as sperm
+
+        t_perm = time.perf_counter()
+        perms = sperm.find_perms(R[tr], z, max_processes=1)
+        t_perm = time.perf_counter() - t_perm
     timings = {"assembly": 0.0}
     original = GDMLTrain._assemble_kernel_mat
 
@@ -189,7 +206,7 @@ def side(split_file: Path, out: Path) -> None:
 
     GDMLTrain._assemble_kernel_mat = timed_assembly
     t0 = time.perf_counter()
-    model = train_reference(R, z, E, F, tr, float(d["sigma"]), float(d["lam"]), d["perms"])
+    model = train_reference(R, z, E, F, tr, float(d["sigma"]), float(d["lam"]), perms)
     t_train = time.perf_counter() - t0
     pred = GDMLPredict(model, max_processes=1)
     pred.predict(R[te[:10]].reshape(10, -1))  # warm-up
@@ -204,6 +221,8 @@ def side(split_file: Path, out: Path) -> None:
         "numpy": np.__version__,
         "threads": "OPENBLAS_NUM_THREADS=" + os.environ.get("OPENBLAS_NUM_THREADS", "unset"),
         "M": int(len(tr)),
+        "n_perms": int(len(perms)),
+        "perm_seconds": t_perm,
         "train_seconds": t_train,
         "assembly_seconds": timings["assembly"],
         "solve_seconds": t_train - timings["assembly"],
@@ -214,6 +233,59 @@ def side(split_file: Path, out: Path) -> None:
     }
     out.write_text(json.dumps(res, indent=1))
     print(json.dumps(res))
+
+
+def synthetic_model(z, m: int, sigma: float = 20.0, seed: int = 0) -> dict:
+    """A reference ``model`` dict of M training geometries for molecule ``z`` [N], identity
+    permutation only, with random descriptors and coefficients: prediction cost depends on M, N and
+    the permutation count, not on the values (timing only)."""
+    import numpy as np
+    import sgdml
+
+    rng = np.random.default_rng(seed)
+    dim_d = len(z) * (len(z) - 1) // 2
+    return {
+        "type": "m", "code_version": sgdml.__version__, "dataset_name": "synthetic",
+        "dataset_theory": "none", "solver_name": "none", "z": np.asarray(z), "idxs_train": np.arange(m),
+        "md5_train": "0", "idxs_valid": np.arange(0), "md5_valid": "0", "n_test": 0, "md5_test": None,
+        "f_err": {"mae": np.nan, "rmse": np.nan}, "e_err": {"mae": np.nan, "rmse": np.nan},
+        "R_desc": rng.uniform(0.05, 1.0, size=(dim_d, m)),  # 1/r descriptors [D, M], as stored
+        "R_d_desc_alpha": 1e-3 * rng.standard_normal((m, dim_d)),
+        "c": 0.0, "std": 1.0, "sig": sigma, "lam": 1e-10, "alphas_F": np.zeros(m * 3 * len(z)),
+        "perms": np.arange(len(z))[None], "tril_perms_lin": np.arange(dim_d), "use_E": True,
+    }
+
+
+def time_inference(structures: Path, m: int, repeats: int, md_steps: int, use_torch: bool,
+                   processes: int, out: Path) -> None:
+    """Energy + forces time and MD steps/s of the reference's ASE calculator on each structure of
+    ``structures`` (extxyz), with a synthetic M-geometry model per structure; JSON rows to ``out``."""
+    import ase.io
+    import numpy as np
+    from sgdml.intf.ase_calc import SGDMLCalculator
+    from sgdml.predict import GDMLPredict
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from bench_common import time_calculator
+
+    rows = []
+    for atoms in ase.io.read(structures, ":"):
+        model = synthetic_model(atoms.numbers, m)
+        path = out.with_name(f"{out.stem}_{len(atoms)}.npz")
+        np.savez(path, **{k: (np.array(v, dtype=object) if isinstance(v, dict) else v) for k, v in model.items()})
+        calc = SGDMLCalculator(str(path), use_torch=use_torch)
+        calc.gdml_predict = GDMLPredict(model, max_processes=processes, use_torch=use_torch)
+        calc.gdml_predict.prepare_parallel(n_bulk=1)
+        sync = None
+        if use_torch:
+            import torch
+
+            sync = torch.cuda.synchronize if torch.cuda.is_available() else None
+        row = time_calculator(atoms, calc, repeats, md_steps, sync=sync)
+        rows.append({**row, "structure": atoms.info.get("name", ""), "M": m, "use_torch": use_torch})
+        path.unlink()
+        print(json.dumps(rows[-1]), flush=True)
+    out.write_text(json.dumps(rows, indent=1))
 
 
 def split_indices(n: int, m: int, n_valid: int, n_test: int) -> dict:
@@ -234,6 +306,14 @@ def main() -> None:
     one = sub.add_parser("side")
     one.add_argument("--split", type=Path, required=True)
     one.add_argument("--out", type=Path, required=True)
+    tim = sub.add_parser("time")
+    tim.add_argument("--structures", type=Path, required=True)
+    tim.add_argument("--m", type=int, default=100)
+    tim.add_argument("--repeats", type=int, default=5)
+    tim.add_argument("--md-steps", type=int, default=20)
+    tim.add_argument("--use-torch", action="store_true", help="the reference's PyTorch (GPU) path")
+    tim.add_argument("--processes", type=int, default=1)
+    tim.add_argument("--out", type=Path, required=True)
     cmp = sub.add_parser("compare")
     cmp.add_argument("--data", type=Path, required=True)
     cmp.add_argument("--m", type=int, nargs="+", default=[100, 200])
@@ -246,6 +326,9 @@ def main() -> None:
         golden()
     elif args.mode == "side":
         side(args.split, args.out)
+    elif args.mode == "time":
+        time_inference(args.structures, args.m, args.repeats, args.md_steps, args.use_torch,
+                       args.processes, args.out)
     else:
         compare(args.data, args.m, args.sigmas, args.n_valid, args.n_test)
 

@@ -1,0 +1,141 @@
+"""Writes ``experiments/results/README.md``: one table over every comparison benchmark present.
+
+    python experiments/summary.py [--results-dir experiments/results]
+
+Reads the ``.json`` rows that ``learning_curves.py``, ``training_cost.py`` and ``inference.py`` write
+next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``) and the
+header of ``preconditioners.md`` (an earlier study, linked as it is). Each summary row names its
+device, its data and its exact frames (split file and index digests). Runs nothing itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import bench_common as bc
+
+STUDIES = ("learning_curves", "training_cost", "inference")
+
+
+def load(results: Path) -> list[tuple[str, str, dict]]:
+    """``(study, mode, payload)`` for each study file present, fast before full."""
+    found = []
+    for study in STUDIES:
+        for mode, suffix in (("fast", ""), ("full", "_full")):
+            path = results / f"{study}{suffix}.json"
+            if path.exists():
+                found.append((study, mode, json.loads(path.read_text())))
+    return found
+
+
+def link(study: str, mode: str) -> str:
+    name = f"{study}{'' if mode == 'fast' else '_full'}"
+    return f"[{name}.md]({name}.md)"
+
+
+def frames_of(rows: list[dict]) -> str:
+    """'split_v20_t200_M{50,100}.npz (test a1b2…; train 3c4d…, 5e6f…)'."""
+    files = sorted({Path(r["split_file"]).name for r in rows}, key=lambda f: int(re.search(r"M(\d+)", f).group(1)))
+    stems = {re.sub(r"_M\d+\.npz$", "", f) for f in files}
+    sizes = ",".join(re.search(r"M(\d+)", f).group(1) for f in files)
+    trains = ", ".join(dict.fromkeys(r["train_sha"] for r in sorted(rows, key=lambda r: r["M"])))
+    tests = ", ".join(sorted({r["test_sha"] for r in rows if "test_sha" in r}))
+    return (f"`{'/'.join(sorted(stems))}_M{{{sizes}}}.npz` (train sha256 {trains}" +
+            (f"; test {tests}" if tests else "") + ")")
+
+
+def learning_rows(mode: str, rows: list[dict]) -> list[list[str]]:
+    out = []
+    for key in bc.DATASETS:
+        for model in bc.MODELS:
+            sel = sorted((r for r in rows if r["data"] == key and r["model"] == model), key=lambda r: r["M"])
+            if not sel:
+                continue
+            mae = ", ".join(f"{r['M']}: {r['test_F_mae']:.3g}" for r in sel)
+            out.append([link("learning_curves", mode), model, sel[-1]["device"], bc.DATASETS[key].label,
+                        frames_of(sel), f"test F MAE [kcal/mol/Å] by M: {mae}"])
+    return out
+
+
+def cost_rows(mode: str, rows: list[dict]) -> list[list[str]]:
+    out = []
+    kernel = [r for r in rows if r["part"] == "kernel"]
+    for model in dict.fromkeys(r["model"] for r in kernel):
+        sel = sorted((r for r in kernel if r["model"] == model), key=lambda r: r["M"])
+        cost = ", ".join(f"{r['M']}: {r['train_s']:.3g} s / {r['peak_rss_gb']:.2g} GB" for r in sel)
+        out.append([link("training_cost", mode), model, sel[-1]["device"], bc.DATASETS[sel[0]["data"]].label,
+                    frames_of(sel), f"train time / peak RSS by M: {cost}"])
+    neural = [r for r in rows if r["part"] == "neural"]
+    for key in dict.fromkeys(r["data"] for r in neural):
+        sel = sorted((r for r in neural if r["data"] == key), key=lambda r: r["M"])
+        text = "; ".join(
+            f"M={r['M']}, target {r['target']:.3g}: GeoPaTra {r[bc.GEOPATRA_NN]['time_to_target_s']:.3g} s, "
+            f"MACE {r[bc.MACE]['time_to_target_s']:.3g} s" for r in sel)
+        out.append([link("training_cost", mode), f"{bc.GEOPATRA_NN} vs {bc.MACE}", sel[-1][bc.MACE]["device"],
+                    bc.DATASETS[key].label, frames_of(sel), f"time to target val F MAE [kcal/mol/Å]: {text}"])
+    return out
+
+
+def inference_rows(mode: str, rows: list[dict]) -> list[list[str]]:
+    out = []
+    names = ", ".join(f"{n} ({a})" for a, n in sorted({(r["n_atoms"], r["structure"]) for r in rows}))
+    for device in dict.fromkeys(r["device"] for r in rows):
+        for model in bc.MODELS:
+            sel = sorted((r for r in rows if r["device"] == device and r["model"] == model), key=lambda r: r["n_atoms"])
+            if not sel:
+                continue
+            lo, hi = sel[0], sel[-1]
+            extra = f", M = {lo['M']}" if "M" in lo else ""
+            out.append([link("inference", mode), model + extra, device, names,
+                        "one geometry each (`experiments/geometries/`, RDKit, ASE nanotube)",
+                        f"E+F {1e3 * lo['ef_s']:.3g} ms ({lo['n_atoms']} atoms) → {1e3 * hi['ef_s']:.3g} ms "
+                        f"({hi['n_atoms']}); MD {lo['md_steps_per_s']:.3g} → {hi['md_steps_per_s']:.3g} steps/s"])
+    return out
+
+
+def preconditioner_row(results: Path) -> list[str] | None:
+    path = results / "preconditioners.md"
+    if not path.exists():
+        return None
+    text = path.read_text()
+    machine = re.search(r"^Machine: (.*?)\s*$", text, re.M)
+    problems = re.findall(r"^- \*\*(.*?)\*\*", text, re.M)
+    return ["[preconditioners.md](preconditioners.md)", "geopatra-sGDML PCG (random / leverage / pivoted Cholesky)",
+            machine.group(1) if machine else "?", "; ".join(problems) or "?",
+            "training frames drawn with seed 0 (see file)", "CG iterations and time vs k and selection"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    args = parser.parse_args()
+    from provenance import provenance_lines
+
+    table = []
+    for study, mode, payload in load(args.results_dir):
+        table += {"learning_curves": learning_rows, "training_cost": cost_rows,
+                  "inference": inference_rows}[study](mode, payload["rows"])
+    if (row := preconditioner_row(args.results_dir)) is not None:
+        table.append(row)
+    lines = [
+        "# Benchmark results", "",
+        *(line for line in provenance_lines("cpu") if not line.startswith("Device")), "",
+        "Regenerated by `make bench` (fast mode on CPU: every study, then this file) or "
+        "`make bench-full` (GPU). Each study is one script under `experiments/`; its markdown holds the "
+        "command, device, versions, date and full tables. Frames are named by split file (under "
+        "`experiments/work/bench/splits/`, regenerated identically from the seed) and by the sha256 of "
+        "their indices. Units: kcal/mol, kcal/mol/Å.", "",
+        *bc.table(["study", "model", "device", "data", "exact frames", "result"], table), "",
+        "Other results: [sgdml_vs_reference.md](sgdml_vs_reference.md), [sgdml_iterative.md](sgdml_iterative.md), "
+        "[transformer_scaling.md](transformer_scaling.md), [md_drift.md](md_drift.md).", "",
+    ]
+    out = args.results_dir / "README.md"
+    out.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
