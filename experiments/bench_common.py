@@ -122,8 +122,9 @@ def ensure_venv(venv: Path, requirements: list[str], first: list[str] | None = N
 
     ``first`` is installed before ``requirements`` (torch pinned to the CPU wheel, so that a bare
     requirement cannot pull a multi-GB CUDA build). With ``$GEOPATRA_BENCH_WHEELS`` set (a folder of
-    wheels, for a machine without a package index) the venv sees the system's packages (its CUDA
-    torch) and installs ``requirements`` from that folder only, skipping ``first``.
+    wheels, for a machine without a package index) the venv sees the packages of the interpreter
+    that creates it (its CUDA torch; through a ``.pth`` file, as that interpreter may be a venv
+    itself) and installs ``requirements`` from that folder only, skipping ``first``.
     """
     python = venv / "bin" / "python"
     stamp = venv / ".bench-installed"
@@ -134,6 +135,12 @@ def ensure_venv(venv: Path, requirements: list[str], first: list[str] | None = N
     if not python.exists():
         flags = ["--system-site-packages"] if wheels else []
         subprocess.run([sys.executable, "-m", "venv", *flags, str(venv)], check=True)
+        if wheels:  # also see the packages of the interpreter running this (itself perhaps a venv)
+            import site
+
+            purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     check=True, capture_output=True, text=True).stdout.strip()
+            Path(purelib, "_bench_parent.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     pip = [str(python), "-m", "pip", "install", "-q"]
     if wheels:
         subprocess.run([*pip, "--no-index", "--find-links", wheels, *requirements], check=True)
@@ -153,7 +160,7 @@ OFFLINE_WHEELS = [
     "smmap==5.0.3", "h5py==3.16.0", "lmdb==3.0.0", "orjson==3.13.0", "opt-einsum==3.4.0",
     "opt-einsum-fx==0.1.4", "prettytable==3.18.0", "wcwidth==0.9.4", "python-hostlist==2.3.0",
     "pandas==3.1.1", "python-dateutil==4.0.0", "tzdata==2026.6", "PyYAML==6.0.4", "tqdm==4.70.1",
-    "sgdml==1.0.3", "future==1.0.0", "psutil==7.2.2", "numpy==1.26.4", "ase==3.29.0",
+    "sgdml==1.0.3", "future==1.0.0", "psutil==7.2.2", "numpy==1.26.4", "ase==3.29.0", "setuptools==84.2.1",
 ]
 
 
