@@ -70,7 +70,7 @@ def geopatra_side(split_file: Path, out: Path, solver: str = "exact", device: st
 
     SGDMLKernel.fill_dense = timed_fill
     model = SGDML(sigmas=[float(d["sigma"])], lam=float(d["lam"]), permutations=d["perms"].tolist(),
-                  solver=solver, memory_budget_gb=64.0 if device and device.startswith("cuda") else 16.0,
+                  solver=solver, memory_budget_gb=40.0 if device and device.startswith("cuda") else 16.0,
                   device=device)
     t0 = time.perf_counter()
     model.fit(R[tr], z, E[tr], F[tr])
