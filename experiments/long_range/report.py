@@ -152,7 +152,7 @@ def verdict(results: dict, note: str = "") -> list[str]:
                 f"{_pct(smodels[m]['force_mae'] / smodels['global']['force_mae'] - 1)}"
                 for m in cut
             )
-            + f". Clearly larger (intervals apart) at: {', '.join(clearly) or 'no cutoff'}. "
+            + f". Clearly larger (intervals apart) at: {', '.join(clearly) or 'none of the cutoffs'}. "
             f"**{answer_2.capitalize()}.**"
         )
         ratio = pp["reference_coupling_rms"] / sat["reference_coupling_rms"]
@@ -226,7 +226,6 @@ def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[
         "",
         *verdict(results, fast_note),
         "",
-        "## Setup",
         "## Setup",
         "",
         "| molecule | SMILES | atoms | frames | N…N donor–acceptor [Å] mean (min–max) | largest distance [Å] "
