@@ -139,12 +139,34 @@ def test_blocked_factorisation_reads_only_the_lower_triangle() -> None:
     factor equals LAPACK's; an indefinite matrix fails in a later panel and is reported."""
     A = torch.randn(60, 80, dtype=F64)
     K = A @ A.T
-    work = K.clone()
-    work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
-    assert _factor_in_place(work, panel=7)
-    torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
-    K[45, 45] = -1.0  # breaks positive definiteness in the 7th panel
-    assert not _factor_in_place(K.clone(), panel=7)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the blocked path (one thread takes LAPACK's, tested below)
+    try:
+        work = K.clone()
+        work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
+        assert _factor_in_place(work, panel=7)
+        torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
+        K[45, 45] = -1.0  # breaks positive definiteness in the 7th panel
+        assert not _factor_in_place(K.clone(), panel=7)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_single_thread_factorisation_is_lapack_in_place() -> None:
+    """With one torch thread the CPU path is LAPACK dpotrf on K's memory: same factor, failure seen."""
+    A = torch.randn(50, 70, dtype=F64)
+    K = A @ A.T
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work = K.clone()
+        work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
+        assert _factor_in_place(work, panel=7)
+        torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
+        K[30, 30] = -1.0
+        assert not _factor_in_place(K.clone(), panel=7)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_exact_solver_jitter_warns_and_budget_refuses() -> None:
