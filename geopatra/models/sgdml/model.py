@@ -254,8 +254,10 @@ class SGDML(Potential):
             op = SGDMLKernel(R, perms, self.sigmas[0], device=dev)
             return self.sigmas[0], self._solve(op, F.reshape(-1).to(dev))
         M = R.shape[0]
-        subset = self.sigma_search_size is not None and M > self.sigma_search_size
-        frames = np.linspace(0, M - 1, self.sigma_search_size).round().astype(int) if subset else np.arange(M)
+        subset = self.sigma_search_size is not None and self.sigma_search_size < M
+        frames = np.arange(M)
+        if subset:  # evenly spaced, deterministic
+            frames = np.linspace(0, M - 1, self.sigma_search_size).round().astype(int)
         base = SGDMLKernel(R[frames], perms, self.sigmas[0], device=dev)
         b = F[frames].reshape(-1).to(dev)
         self.sigma_scores_ = {}
