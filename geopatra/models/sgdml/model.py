@@ -250,6 +250,7 @@ class SGDML(Potential):
         frames the grid is scored on that many evenly spaced ones (exact, cheap) and only the chosen
         σ is solved on all of them: at M = 1,000 one iterative solve instead of one per σ.
         """
+        self.sigma_scores_ = {}
         if val is None:
             op = SGDMLKernel(R, perms, self.sigmas[0], device=dev)
             return self.sigmas[0], self._solve(op, F.reshape(-1).to(dev))
@@ -260,7 +261,6 @@ class SGDML(Potential):
             frames = np.linspace(0, M - 1, self.sigma_search_size).round().astype(int)
         base = SGDMLKernel(R[frames], perms, self.sigmas[0], device=dev)
         b = F[frames].reshape(-1).to(dev)
-        self.sigma_scores_ = {}
         best: tuple[float, float, SolveResult] | None = None
         for sigma in tqdm(self.sigmas, desc="sGDML σ grid", leave=False):
             op = base.with_sigma(sigma)
