@@ -32,6 +32,7 @@ from ase import Atoms  # noqa: E402
 from ase.io import write  # noqa: E402
 
 from geopatra.data import read_dataset  # noqa: E402
+from geopatra.label import MDSettings, label_command  # noqa: E402
 
 WORK = ROOT / "experiments/work"
 EXTRA = WORK / "ac_ala3_extra"
@@ -39,7 +40,8 @@ RESULTS = ROOT / "experiments/results"
 
 
 def label(workers: int, frames: int, equilibration: int) -> None:
-    """Run ``workers`` independent GFN2-xTB trajectories (one process and one thread each)."""
+    """Run ``workers`` independent GFN2-xTB trajectories (one process and one thread each): 500 K,
+    0.5 fs, a frame every 10 steps, friction 0.01/fs (the bundled set's settings, ``MDSettings``)."""
     bundled = read_dataset("bundled")
     EXTRA.mkdir(parents=True, exist_ok=True)
     procs = []
@@ -47,34 +49,8 @@ def label(workers: int, frames: int, equilibration: int) -> None:
         start = EXTRA / f"start_{w:02d}.xyz"
         write(start, Atoms(numbers=bundled.z, positions=bundled.R[(w * 137) % len(bundled.R)]))
         out = EXTRA / f"seed{100 + w}.npz"
-        cmd = [
-            sys.executable,
-            "-m",
-            "geopatra.label",
-            "--xyz",
-            str(start),
-            "--name",
-            "Ac-Ala3-NHMe",
-            "--temperature",
-            "500",
-            "--timestep",
-            "0.5",
-            "--stride",
-            "10",
-            "--frames",
-            str(frames),
-            "--equilibration-steps",
-            str(equilibration),
-            "--friction",
-            "0.01",
-            "--seed",
-            str(100 + w),
-            "--calculator",
-            "gfn2",
-            "--output",
-            str(out),
-            "--no-progress",
-        ]
+        settings = MDSettings(frames=frames, equilibration_steps=equilibration, seed=100 + w)
+        cmd = label_command(settings, out, xyz=start, name="Ac-Ala3-NHMe", options=["--no-progress"])
         if out.exists():
             continue
         env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

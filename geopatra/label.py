@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,6 +94,18 @@ class MDSettings:
     @property
     def total_steps(self) -> int:
         return self.equilibration_steps + self.frames * self.stride
+
+    def cli_args(self) -> list[str]:
+        """These settings as ``geopatra label`` options (read back by :func:`settings_from_args`)."""
+        return [
+            "--temperature", str(self.temperature),
+            "--timestep", str(self.timestep),
+            "--stride", str(self.stride),
+            "--frames", str(self.frames),
+            "--equilibration-steps", str(self.equilibration_steps),
+            "--friction", str(self.friction),
+            "--seed", str(self.seed),
+        ]  # fmt: skip
 
 
 def checkpoint_path(output: str | Path) -> Path:
@@ -307,12 +321,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point of ``geopatra label``; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = MDSettings(
+def settings_from_args(args: argparse.Namespace) -> MDSettings:
+    """The :class:`MDSettings` of parsed ``geopatra label`` options."""
+    return MDSettings(
         temperature=args.temperature,
         timestep=args.timestep,
         stride=args.stride,
@@ -321,6 +332,37 @@ def main(argv: list[str] | None = None) -> int:
         friction=args.friction,
         seed=args.seed,
     )
+
+
+def label_command(
+    settings: MDSettings,
+    output: str | Path,
+    *,
+    smiles: str | None = None,
+    xyz: str | Path | None = None,
+    name: str | None = None,
+    calculator: str = "gfn2",
+    options: Sequence[str] = (),
+) -> list[str]:
+    """The command line of one ``geopatra label`` run in this interpreter, from ``smiles`` or
+    ``xyz``: for scripts that run several trajectories as separate, resumable processes.
+    ``options``: further flags (e.g. ``["--no-progress"]``)."""
+    if (smiles is None) == (xyz is None):
+        raise ValueError("label_command: give exactly one of smiles and xyz")
+    start = ["--smiles", smiles] if smiles is not None else ["--xyz", str(xyz)]
+    named = ["--name", name] if name is not None else []
+    return [
+        sys.executable, "-m", "geopatra.label", *start, *named, *settings.cli_args(),
+        "--calculator", calculator, *options, "--output", str(output),
+    ]  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of ``geopatra label``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
     if args.smiles is not None:
         atoms = atoms_from_smiles(args.smiles, seed=args.seed)
         source, name = f"smiles:{args.smiles}", args.name or "molecule"

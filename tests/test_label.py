@@ -14,7 +14,16 @@ from ase.calculators.emt import EMT
 from geopatra.data.dataset import fingerprint_arrays
 from geopatra.data.download import sgdml_md5
 from geopatra.errors import CheckpointError
-from geopatra.label import EV_TO_KCAL_MOL, MDSettings, checkpoint_path, label_molecule, main
+from geopatra.label import (
+    EV_TO_KCAL_MOL,
+    MDSettings,
+    _parser,
+    checkpoint_path,
+    label_command,
+    label_molecule,
+    main,
+    settings_from_args,
+)
 from geopatra.labeling.npzio import CHECKPOINT_KIND
 from geopatra.labeling.report import trajectory_report
 
@@ -152,6 +161,22 @@ def test_settings_are_validated():
         MDSettings(stride=0)
     with pytest.raises(ValueError, match="temperature"):
         MDSettings(temperature=-1.0)
+
+
+def test_label_command_reads_back_as_the_same_run(tmp_path):
+    """label_command builds what `geopatra label` parses into the same settings, start and output."""
+    settings = MDSettings(temperature=310.5, timestep=0.25, stride=3, frames=8, equilibration_steps=5,
+                          friction=0.02, seed=7)
+    command = label_command(settings, tmp_path / "out.npz", xyz=tmp_path / "start.xyz", name="w",
+                            calculator="gfn1", options=["--no-progress"])
+    assert command[:3] == [sys.executable, "-m", "geopatra.label"]
+    args = _parser().parse_args(command[3:])
+    assert settings_from_args(args) == settings
+    assert (args.xyz, args.smiles, args.name, args.calculator, args.no_progress, args.output) == (
+        tmp_path / "start.xyz", None, "w", "gfn1", True, tmp_path / "out.npz")
+    assert _parser().parse_args(label_command(settings, "o.npz", smiles="O")[3:]).smiles == "O"
+    with pytest.raises(ValueError, match="exactly one"):
+        label_command(settings, "o.npz")
 
 
 def test_cli_labels_water_with_gfn2(tmp_path, one_openmp_thread):

@@ -9,9 +9,8 @@ finished trajectory file is never recomputed, and a finished merged file skips t
 from __future__ import annotations
 
 import logging
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,60 +19,24 @@ from molecules import SMILES, check_atom_order
 
 from geopatra.data.download import sgdml_md5
 from geopatra.data.npz import write_npz_atomic
+from geopatra.label import MDSettings, label_command
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LabelSettings:
-    """MD sampling of one molecule: ``trajectories`` runs of ``frames`` frames each.
-
-    temperature [K], timestep [fs], stride (MD steps per frame), equilibration_steps (per run),
-    friction [1/fs]; trajectory k uses seed ``first_seed + k``.
-    """
+    """MD sampling of one molecule: ``trajectories`` independent runs of ``md`` (Langevin settings
+    of ``geopatra label``); trajectory k uses seed ``md.seed + k``."""
 
     trajectories: int
-    frames: int
-    stride: int = 10
-    equilibration_steps: int = 1000
-    temperature: float = 500.0
-    timestep: float = 0.5
-    friction: float = 0.01
-    first_seed: int = 0
+    md: MDSettings
 
 
 def trajectory_command(name: str, seed: int, settings: LabelSettings, output: Path) -> list[str]:
     """The ``geopatra label`` command line of one trajectory."""
-    return [
-        sys.executable,
-        "-m",
-        "geopatra.label",
-        "--smiles",
-        SMILES[name],
-        "--name",
-        name,
-        "--temperature",
-        str(settings.temperature),
-        "--timestep",
-        str(settings.timestep),
-        "--stride",
-        str(settings.stride),
-        "--frames",
-        str(settings.frames),
-        "--equilibration-steps",
-        str(settings.equilibration_steps),
-        "--friction",
-        str(settings.friction),
-        "--seed",
-        str(seed),
-        "--calculator",
-        "gfn2",
-        "--checkpoint-every",
-        "50",
-        "--no-progress",
-        "--output",
-        str(output),
-    ]
+    return label_command(replace(settings.md, seed=seed), output, smiles=SMILES[name], name=name,
+                         options=["--checkpoint-every", "50", "--no-progress"])
 
 
 def merge(name: str, parts: list[Path], output: Path) -> Path:
@@ -118,7 +81,7 @@ def label_all(names: list[str], settings: LabelSettings, work: Path, workers: in
     """Label every molecule (skipping finished trajectories and merged files); {name: merged npz}."""
     merged = {name: work / "data" / f"{name}.npz" for name in names}
     parts = {
-        name: [work / "label" / f"{name}_seed{settings.first_seed + k}.npz" for k in range(settings.trajectories)]
+        name: [work / "label" / f"{name}_seed{settings.md.seed + k}.npz" for k in range(settings.trajectories)]
         for name in names
     }
     commands = []
@@ -128,7 +91,7 @@ def label_all(names: list[str], settings: LabelSettings, work: Path, workers: in
             continue
         for k, part in enumerate(parts[name]):
             if not part.exists():
-                command = trajectory_command(name, settings.first_seed + k, settings, part)
+                command = trajectory_command(name, settings.md.seed + k, settings, part)
                 commands.append((command, part.with_suffix(".log")))
     if commands:
         logger.info("label: %d trajectories on %d workers", len(commands), workers)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from labelling import LabelSettings
 
+from geopatra.label import MDSettings
+
 HERE = Path(__file__).resolve().parent
 
 #: GeoPaTra variants: name -> attention cutoff [Å] (None: global attention, no cutoff).
@@ -46,7 +48,7 @@ class Mode:
 MODES = {
     "fast": Mode(
         name="fast",
-        label=LabelSettings(trajectories=2, frames=200, stride=10, equilibration_steps=400),
+        label=LabelSettings(trajectories=2, md=MDSettings(frames=200, stride=10, equilibration_steps=400)),
         n_train=200,
         n_val=50,
         sgdml_train=100,
@@ -55,7 +57,7 @@ MODES = {
     ),
     "full": Mode(
         name="full",
-        label=LabelSettings(trajectories=8, frames=400, stride=10, equilibration_steps=1000),
+        label=LabelSettings(trajectories=8, md=MDSettings(frames=400, stride=10, equilibration_steps=1000)),
         n_train=1000,
         n_val=200,
         sgdml_train=500,

@@ -207,7 +207,7 @@ def model_settings(mode: Mode) -> dict:
 def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[str], out: Path) -> None:
     s = model_settings(mode)
     geo, layers = s["geopatra"], s["geopatra"]["num_layers"]
-    lab = mode.label
+    lab, md = mode.label, mode.label.md
     fast_note = (
         f"These are **fast-mode** numbers ({mode.n_train} training frames, {s['epochs']} epochs, one training "
         "seed per model, GeoPaTra still improving when training stopped): they exercise every stage but are too "
@@ -241,10 +241,10 @@ def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[
     any_res = next(iter(results.values()))
     lines += [
         "",
-        f"- Labels: {any_res['data']['theory']}, Langevin MD at {lab.temperature:g} K, {lab.timestep:g} fs, friction "
-        f"{lab.friction:g}/fs, a frame every {lab.stride} steps after {lab.equilibration_steps} equilibration steps; "
-        f"{lab.trajectories} independent trajectories of {lab.frames} frames per molecule (seeds {lab.first_seed}–"
-        f"{lab.first_seed + lab.trajectories - 1}: different RDKit conformers and thermostat noise), made with "
+        f"- Labels: {any_res['data']['theory']}, Langevin MD at {md.temperature:g} K, {md.timestep:g} fs, friction "
+        f"{md.friction:g}/fs, a frame every {md.stride} steps after {md.equilibration_steps} equilibration steps; "
+        f"{lab.trajectories} independent trajectories of {md.frames} frames per molecule (seeds {md.seed}–"
+        f"{md.seed + lab.trajectories - 1}: different RDKit conformers and thermostat noise), made with "
         "`geopatra label` and merged. Donor = N(CH3)2 (N, 2 C, 6 H), acceptor = NO2 (N, 2 O), found by SMARTS on "
         "the RDKit molecule whose atom order `geopatra label` keeps (checked: elements and bond graph of every "
         "trajectory's first frame).",
@@ -335,7 +335,7 @@ def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[
         "## Caveats",
         "",
         "- GFN2-xTB, not DFT: its charge response along a conjugated chain is what the coupling numbers measure.",
-        f"- Frames {lab.stride * lab.timestep:g} fs apart inside a trajectory are strongly correlated, and the "
+        f"- Frames {md.stride * md.timestep:g} fs apart inside a trajectory are strongly correlated, and the "
         "split is random over frames, so test frames lie between training frames (interpolation, as in MD17/MD22 "
         "benchmarks).",
         "- One training seed per model: the bootstrap intervals cover test-set sampling, not training noise.",
