@@ -16,6 +16,25 @@ DATA = Path(__file__).parent / "data"
 torch.set_num_threads(int(os.environ.get("GEOPATRA_TEST_THREADS", "2")))
 
 
+@pytest.fixture
+def torch_threads():
+    """``torch_threads(n)`` sets torch's intra-op thread count for one test; restored afterwards."""
+    previous = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a whole module: e3nn graphs are many small ops, and on a shared 2-core
+    machine two OpenMP threads wait on each other (measured: a GeoPaTra training step 0.1 s with 1
+    thread, 12 s with 2). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -6,27 +6,12 @@ import numpy as np
 import pytest
 import torch
 from e3nn import o3
+from test_transformer import SMALL  # one definition of the small test architecture
 
 from geopatra.models.transformer import GeoPaTra
 from geopatra.models.transformer.attention import GeometricAttention
 
-SMALL = {
-    "num_features": 16,
-    "num_tensor_features": 8,
-    "lmax": 2,
-    "num_layers": 2,
-    "num_heads": 2,
-    "num_rbf": 16,
-    "radial_hidden": 16,
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

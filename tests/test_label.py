@@ -48,14 +48,10 @@ class FlakyEMT(EMT):
 
 
 @pytest.fixture
-def one_openmp_thread():
+def one_openmp_thread(torch_threads):
     """tblite shares torch's OpenMP runtime: with torch at 2 threads on a busy 2-core machine, its
     SCF spin-waits and runs ~30x slower. Run the tblite tests on one thread, then restore."""
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(1)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import torch
 from geopatra.errors import IncompatibleMoleculeError, SolverError
 from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
 from geopatra.models.sgdml.descriptor import descriptor
+from geopatra.solvers import cholesky
 from geopatra.solvers.cholesky import _factor_in_place, solve_cholesky
 from geopatra.solvers.operator import DenseOperator, KernelOperator
 
@@ -134,39 +135,24 @@ def test_exact_solver_matches_dense_solve() -> None:
     assert res.iterations == 0 and res.method == "cholesky" and res.residual < 1e-10
 
 
-def test_blocked_factorisation_reads_only_the_lower_triangle() -> None:
-    """Several panels (7 columns each, a ragged last one), NaN above the diagonal: the in-place
-    factor equals LAPACK's; an indefinite matrix fails in a later panel and is reported."""
+@pytest.mark.parametrize("threads, lapack", [(2, False), (1, True)])
+def test_factorisation_in_place_reads_only_the_lower_triangle(threads, lapack, torch_threads, monkeypatch) -> None:
+    """2 threads: the blocked loop, over several panels (7 columns each, a ragged last one); 1 thread:
+    LAPACK dpotrf on K's memory. Either way, with NaN above the diagonal, the factor equals
+    torch's, and an indefinite matrix (failing in the 7th panel) is reported."""
+    calls = []
+    real = cholesky._lapack_factor_in_place
+    monkeypatch.setattr(cholesky, "_lapack_factor_in_place", lambda K: calls.append(1) or real(K))
+    torch_threads(threads)
     A = torch.randn(60, 80, dtype=F64)
     K = A @ A.T
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # the blocked path (one thread takes LAPACK's, tested below)
-    try:
-        work = K.clone()
-        work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
-        assert _factor_in_place(work, panel=7)
-        torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
-        K[45, 45] = -1.0  # breaks positive definiteness in the 7th panel
-        assert not _factor_in_place(K.clone(), panel=7)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def test_single_thread_factorisation_is_lapack_in_place() -> None:
-    """With one torch thread the CPU path is LAPACK dpotrf on K's memory: same factor, failure seen."""
-    A = torch.randn(50, 70, dtype=F64)
-    K = A @ A.T
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        work = K.clone()
-        work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
-        assert _factor_in_place(work, panel=7)
-        torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
-        K[30, 30] = -1.0
-        assert not _factor_in_place(K.clone(), panel=7)
-    finally:
-        torch.set_num_threads(threads)
+    work = K.clone()
+    work[torch.ones_like(K, dtype=torch.bool).triu(1)] = float("nan")
+    assert _factor_in_place(work, panel=7)
+    torch.testing.assert_close(work.tril(), torch.linalg.cholesky(K), rtol=1e-12, atol=1e-12)
+    K[45, 45] = -1.0
+    assert not _factor_in_place(K.clone(), panel=7)
+    assert bool(calls) == lapack
 
 
 def test_exact_solver_jitter_warns_and_budget_refuses() -> None:

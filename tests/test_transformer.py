@@ -41,14 +41,7 @@ def _randomise_outputs(model: GeoPaTra) -> None:
         model.energy_scale.fill_(3.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these graphs are many small ops, and on a shared 2-core machine two
-    OpenMP threads wait on each other (measured: a training step 0.1 s with 1 thread, 12 s with 2)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
