@@ -4,6 +4,7 @@
 #   make bench       comparison benchmarks, fast mode on CPU (minutes), then experiments/results/README.md
 #   make bench-full  the same in full mode on a GPU; on a machine that brings its own torch:
 #                    make bench-full BENCH_PY=python
+#   make long-range  the long-range (donor-bridge-acceptor) study, fast mode on CPU (< 1 h)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ GEOPATRA := $(VENV)/bin/geopatra
 STAMP  := $(VENV)/.installed
 DEMO_RUNS := runs/demo
 
-.PHONY: demo test install bench bench-full clean
+.PHONY: demo test install bench bench-full long-range clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +60,10 @@ bench-full: $(BENCH_DEPS)
 	$(BENCH_PY) experiments/training_cost.py $(BENCH_FULL)
 	$(BENCH_PY) experiments/inference.py $(BENCH_FULL)
 	$(BENCH_PY) experiments/summary.py
+
+# Labelling needs tblite and RDKit (the "label" extra, installed by $(STAMP)).
+long-range: $(STAMP)
+	$(BENCH_ENV) nice -n 10 $(PY) experiments/long_range/run.py --fast
 
 clean:
 	rm -rf $(DEMO_RUNS) .pytest_cache
