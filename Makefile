@@ -53,12 +53,14 @@ bench: $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_PY) experiments/learning_curves.py --fast
 	$(BENCH_ENV) $(BENCH_PY) experiments/training_cost.py --fast
 	$(BENCH_ENV) $(BENCH_PY) experiments/inference.py --fast
+	$(BENCH_PY) experiments/preconditioners.py --fast
 	$(BENCH_PY) experiments/summary.py
 
 bench-full: $(BENCH_DEPS)
 	$(BENCH_PY) experiments/learning_curves.py $(BENCH_FULL)
 	$(BENCH_PY) experiments/training_cost.py $(BENCH_FULL)
 	$(BENCH_PY) experiments/inference.py $(BENCH_FULL)
+	$(BENCH_PY) experiments/preconditioners.py --threads 8
 	$(BENCH_PY) experiments/summary.py
 
 # Labelling needs tblite and RDKit (the "label" extra, installed by $(STAMP)).

@@ -20,8 +20,8 @@ Models, each in its own subprocess and each through its ASE calculator (what an 
 
 Prediction cost does not depend on the weights or kernel coefficients, only on the architecture, the
 atom count and, for sGDML, on M and the number of permutations (cost ∝ M·S): these timings hold for
-trained models of the same sizes. E+F time: median of ``repeats`` calls after a warm-up. MD: velocity
-Verlet, 0.5 fs, 300 K start, through ASE. Writes ``<results-dir>/inference[_full].{md,png,json}``.
+trained models of the same sizes. E+F time: median of ``repeats`` calls after 3 untimed ones. MD:
+velocity Verlet, 0.5 fs, 300 K start, through ASE. Writes ``<results-dir>/inference[_full].{md,png,json}``.
 """
 
 from __future__ import annotations
@@ -200,11 +200,12 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
     plan = PLANS[args.mode]
     body = [f"sGDML models: M = {plan['sgdml_m']} training geometries, identity permutation (cost grows "
             "linearly with M and with the permutation count). E+F = one energy + forces call through the "
-            f"model's ASE calculator, median of {plan['repeats']} after a warm-up; MD = {plan['md_steps']} "
-            "velocity-Verlet steps (0.5 fs) through ASE, after 2 warm-up steps. Neural models: GeoPaTra "
-            "with the architecture of configs/geopatra.yaml (64 scalar + 16 tensor features, l <= 2, 3 "
-            "layers, float32), MACE with 128 channels, L = 1, correlation 3, 2 interactions, r_max 5 Å "
-            "(float32); weights untrained or barely trained, which does not change the cost.", ""]
+            f"model's ASE calculator, median of {plan['repeats']} after {bc.WARMUP_CALLS} untimed calls; "
+            f"MD = {plan['md_steps']} velocity-Verlet steps (0.5 fs) through ASE, after 2 warm-up steps. "
+            "Neural models: GeoPaTra with the architecture of configs/geopatra.yaml (64 scalar + 16 tensor "
+            "features, l <= 2, 3 layers, float32), MACE with 128 channels, L = 1, correlation 3, 2 "
+            "interactions, r_max 5 Å (float32); weights untrained or barely trained, which does not change "
+            "the cost.", ""]
     body += [f"- {n}" for n in notes]
     body += [""]
     structures = sorted({(r["n_atoms"], r["structure"]) for r in rows})

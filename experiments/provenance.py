@@ -49,9 +49,11 @@ def provenance_lines(device: str | torch.device = "cpu", command: str | None = N
     if command is None:
         command = "python " + shlex.join(sys.argv)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [
         f"Command: `{command}`  ",
-        f"Device: {device_description(device)}; host {platform.node() or '?'}  ",
+        f"Device: {device_description(device)}; host {platform.node() or '?'}; "
+        f"load average {load} (1, 5, 15 min) when written  ",
         f"Versions: {versions()}  ",
         f"Date: {now}  ",
     ]

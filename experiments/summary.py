@@ -4,7 +4,7 @@
 
 Reads the ``.json`` rows that ``learning_curves.py``, ``training_cost.py`` and ``inference.py`` write
 next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``) and the
-header of ``preconditioners.md`` (an earlier study, linked as it is). Each summary row names its
+header of ``preconditioners.md`` (that study writes markdown only). Each summary row names its
 device, its data and its exact frames (split file and index digests). Runs nothing itself.
 """
 
@@ -101,7 +101,7 @@ def preconditioner_row(results: Path) -> list[str] | None:
     if not path.exists():
         return None
     text = path.read_text()
-    machine = re.search(r"^Machine: (.*?)\s*$", text, re.M)
+    machine = re.search(r"^Device: (.*?)\s*$", text, re.M)
     problems = re.findall(r"^- \*\*(.*?)\*\*", text, re.M)
     return ["[preconditioners.md](preconditioners.md)", "geopatra-sGDML PCG (random / leverage / pivoted Cholesky)",
             machine.group(1) if machine else "?", "; ".join(problems) or "?",
