@@ -397,6 +397,7 @@ def run_mace(data: BenchData, split_file: Path, *, mode: str, device: str, threa
            "--batch-size", str(budget.batch_size), "--threads", str(threads)]
     wall = run_checked(cmd, thread_env(threads), run_dir / "side.log")
     out = json.loads((run_dir / "side.json").read_text())
+    out["model_file"] = _rel(Path(out["model_file"]))
     row = {"model": MACE, "data": data.key, "M": facts["n_train"], **facts, **out, "fit_wall_s": wall,
            "device": device_text(device, threads), "run_dir": _rel(run_dir),
            "steps": budget.epochs(facts["n_train"]) * -(-facts["n_train"] // budget.batch_size),

@@ -231,7 +231,7 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
                           "GeoPaTra / geopatra-sGDML"], ratio_rows)
         body += [""]
     body += [f"Notes: each process runs with {args.threads} CPU thread(s)"
-             + (" on the shared 2-core machine (tens of percent of noise)" if args.mode == "fast" else "")
+             + (" (absolute times move with the machine's load, stated in the header)" if args.mode == "fast" else "")
              + ". MD steps/s include ASE's own overhead per step, "
              "so they are below 1 / (E+F time) for the fastest models. The reference sgdml's ASE calculator "
              "prepares its parallel layout once per model (`prepare_parallel`), not per call."]

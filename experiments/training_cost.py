@@ -141,8 +141,8 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
           f"{r[bc.MACE]['best_val']:.3g} ({r[bc.MACE]['total_s']:.0f} s)", r[bc.MACE]["device"],
           "yes" if r[bc.MACE]["reused"] else "no"] for r in neural],
     )
-    machine = ("On the shared 2-core CPU machine every run is single-threaded and other jobs run alongside, so "
-               "absolute times carry tens of percent of noise; compare ratios. " if args.device == "cpu" else
+    machine = ("Every run is single-threaded; absolute times move with whatever else runs on the machine (the "
+               "header's load average says how busy it was), so compare ratios. " if args.device == "cpu" else
                f"geopatra runs on {args.device}; the reference on the CPU with one BLAS thread. ")
     body += ["", *(f"- {n}" for n in notes), "",
              f"Notes: {machine}The reference's peak RSS includes its Python/NumPy/torch imports (about 0.3 GB)."]
