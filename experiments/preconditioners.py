@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import index_digest
 from provenance import provenance_lines
 
 from geopatra.solvers.operator import KernelOperator
@@ -117,7 +118,8 @@ def build_problems(
         problems.append(Problem(
             f"{name}, M={len(idx)}", op, b, lam_m, d, [f * d for f in frames],
             f"sGDML force kernel (Matérn-5/2, σ={sigma_m:g}, λ={lam_m:g} ({why}), {len(perms)} permutations), "
-            f"n = 3NM = {op.n} unknowns, k = whole geometries x {d} columns, b = training forces",
+            f"n = 3NM = {op.n} unknowns, k = whole geometries x {d} columns, b = training forces; "
+            f"frames: {len(idx)} of `{molecule.path.relative_to(ROOT)}` drawn with seed 0 (sha256 {index_digest(idx)})",
         ))
     return problems
 

@@ -1,5 +1,8 @@
 """Issue 4, target 1 as run on 2026-11-25 (scratch script kept for reproducibility; see
-experiments/results/sgdml_iterative.md). Usage: NT=1 python experiments/sgdml_iterative_vs_exact.py M SIGMAS LAMS TOL BUDGET"""
+experiments/results/sgdml_iterative.md).
+
+Usage: NT=1 python experiments/sgdml_iterative_vs_exact.py M SIGMAS LAMS TOL BUDGET
+"""
 
 import json
 import sys
@@ -11,9 +14,9 @@ import torch
 
 torch.set_num_threads(int(__import__("os").environ.get("NT", "1")))
 warnings.simplefilter("ignore")
-from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
-from geopatra.models.sgdml.kernel import SGDMLKernel
-from geopatra.solvers.pcg import solve_iterative
+from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp  # noqa: E402 (after the warning filter)
+from geopatra.models.sgdml.kernel import SGDMLKernel  # noqa: E402
+from geopatra.solvers.pcg import solve_iterative  # noqa: E402
 
 d = np.load("geopatra/datasets/ac_ala3_nhme_gfn2xtb.npz")
 M = int(sys.argv[1])

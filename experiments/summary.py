@@ -105,9 +105,10 @@ def preconditioner_row(results: Path) -> list[str] | None:
     text = path.read_text()
     machine = re.search(r"^Device: (.*?)\s*$", text, re.M)
     problems = dict.fromkeys(re.findall(r"^- \*\*(.*?)\*\*", text, re.M))  # listed, then observed
+    frames = re.findall(r"frames: (\d+ of `.*?` drawn with seed \d+ \(sha256 \w+\))", text)
     return ["[preconditioners.md](preconditioners.md)", "geopatra-sGDML PCG (random / leverage / pivoted Cholesky)",
             machine.group(1) if machine else "?", "; ".join(problems) or "?",
-            "training frames drawn with seed 0 (see file)", "CG iterations and time vs k and selection"]
+            "; ".join(frames) or "?", "CG iterations and time vs k and selection"]
 
 
 def main() -> None:

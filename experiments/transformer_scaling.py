@@ -116,7 +116,8 @@ def write_report(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     lines = [
         "# GeoPaTra evaluation cost vs molecule size: global attention vs 5 Å cutoff",
         "",
-        f"- command: `nice python experiments/transformer_scaling.py --threads {args.threads} --repeats {args.repeats}`",
+        "- command: `nice python experiments/transformer_scaling.py "
+        f"--threads {args.threads} --repeats {args.repeats}`",
         f"- machine: {machine}; {platform.platform()}",
         f"- python {platform.python_version()}, torch {torch.__version__}, e3nn {e3nn.__version__}",
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",

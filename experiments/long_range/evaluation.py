@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from prepare import paths
-from training import MODELS, run_dir
+from training import run_dir
 
 from geopatra.checkpoint import load_potential
 from geopatra.data import read_dataset
@@ -122,8 +122,9 @@ def attention(molecule: str, work: Path, device: str, n_frames: int) -> Path:
     return out
 
 
-def evaluate_all(molecules: list[str], work: Path, device: str, attention_frames: int) -> None:
+def evaluate_all(molecules: list[str], work: Path, device: str, attention_frames: int, runs: list[str]) -> None:
+    """Evaluate ``runs`` (run names, ``training.run_names``) of every molecule, and the attention."""
     for molecule in molecules:
-        for model in MODELS:
+        for model in runs:
             evaluate_run(molecule, model, work, device)
         attention(molecule, work, device, attention_frames)

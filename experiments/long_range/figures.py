@@ -31,7 +31,18 @@ def figure_errors(results: dict, out: Path) -> None:
         for color, (molecule, res) in zip(("C3", "C0"), results.items()):
             y = [res["models"][m][key] for m in VARIANTS]
             order = np.argsort(x)
-            ax.plot(np.array(x)[order], np.array(y)[order], "o-", color=color, label=f"GeoPaTra, {molecule}")
+            ax.plot(np.array(x)[order], np.array(y)[order], "o-", color=color, label=f"GeoPaTra, {molecule} (seed 0)")
+            if key == "force_mae":  # the replicate seeds: how far training noise alone moves a point
+                for seed, maes in res["seeds"].items():
+                    if seed != min(res["seeds"]):
+                        ax.plot(
+                            x,
+                            [maes[m] for m in VARIANTS],
+                            "o",
+                            mfc="none",
+                            color=color,
+                            label=f"GeoPaTra, {molecule}, seed {seed}",
+                        )
             ax.axhline(res["models"]["sgdml"][key], color=color, ls="--", lw=1, label=f"sGDML, {molecule}")
         if key == "coupling_rel_error":  # sGDML can be far above 1: keep GeoPaTra readable
             top = max(2.0, 1.1 * max(res["models"][m][key] for res in results.values() for m in VARIANTS))

@@ -35,8 +35,13 @@ class LabelSettings:
 
 def trajectory_command(name: str, seed: int, settings: LabelSettings, output: Path) -> list[str]:
     """The ``geopatra label`` command line of one trajectory."""
-    return label_command(replace(settings.md, seed=seed), output, smiles=SMILES[name], name=name,
-                         options=["--checkpoint-every", "50", "--no-progress"])
+    return label_command(
+        replace(settings.md, seed=seed),
+        output,
+        smiles=SMILES[name],
+        name=name,
+        options=["--checkpoint-every", "50", "--no-progress"],
+    )
 
 
 def merge(name: str, parts: list[Path], output: Path) -> Path:

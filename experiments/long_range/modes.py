@@ -30,6 +30,8 @@ class Mode:
         coupling_frames: test frames on which the donor–acceptor force coupling dF_acceptor/dR_donor
             is computed (GFN2-xTB by central differences, models by autograd).
         attention_frames: test frames averaged in the attention figure.
+        replicate_seeds: further training seeds of every GeoPaTra variant (the main runs use seed 0),
+            to tell differences between variants from training noise.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Mode:
     sgdml_train: int
     coupling_frames: int
     attention_frames: int
+    replicate_seeds: tuple[int, ...] = (1,)
 
     def config(self, model: str) -> Path:
         """The YAML config of ``model`` ("geopatra" or "sgdml") in this mode."""

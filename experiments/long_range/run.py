@@ -9,7 +9,7 @@ Stages (each skips the work whose outputs exist, so an interrupted run resumes):
   ``geopatra label`` (independent trajectories on ``--workers`` processes, merged), the shared split,
   donor/acceptor atoms, and the reference donor–acceptor force coupling. Needs tblite and RDKit.
 * ``train``: GeoPaTra global and with cutoff 8, 5, 3 Å (same config otherwise) and sGDML, through
-  ``geopatra fit``, ``--workers`` runs at a time.
+  ``geopatra fit``, ``--workers`` runs at a time; the GeoPaTra variants again with another seed.
 * ``evaluate``: test errors per atom group, the coupling of every model, attention of the global models.
 * ``report``: ``<results-dir>/long_range.md``, ``long_range_errors.png``, ``long_range_attention.png``.
 
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             train_all(molecules, work, mode, args.device, args.workers)
         elif stage == "evaluate":
             from evaluation import evaluate_all
+            from training import run_names
 
-            evaluate_all(molecules, work, args.device, mode.attention_frames)
+            evaluate_all(molecules, work, args.device, mode.attention_frames, run_names(mode))
         elif stage == "report":
             from provenance import provenance_lines
             from report import report

@@ -1,4 +1,5 @@
-"""Stage ``train``: the four GeoPaTra variants and sGDML for each molecule, through ``geopatra fit``.
+"""Stage ``train``: the four GeoPaTra variants and sGDML for each molecule, through ``geopatra fit``,
+and the variants again with the mode's replicate seeds (``runs/<molecule>/<variant>_seed<s>``).
 
 Every run is a subprocess ``python -m geopatra.cli fit --config <mode config> ...`` in its own run
 directory ``<work>/runs/<molecule>/<model>``, on the molecule's shared split file. A run with a
@@ -23,6 +24,16 @@ logger = logging.getLogger(__name__)
 MODELS = [*VARIANTS, "sgdml"]
 
 
+def replicate(variant: str, seed: int) -> str:
+    """Run name of a GeoPaTra variant trained with another seed, e.g. ``global_seed1``."""
+    return f"{variant}_seed{seed}"
+
+
+def run_names(mode: Mode) -> list[str]:
+    """Every run of a molecule: the four variants and sGDML (seed 0), then the seed replicates."""
+    return [*MODELS, *(replicate(v, seed) for seed in mode.replicate_seeds for v in VARIANTS)]
+
+
 def run_dir(work: Path, molecule: str, model: str) -> Path:
     return work / "runs" / molecule / model
 
@@ -32,6 +43,7 @@ def fit_command(work: Path, molecule: str, model: str, mode: Mode, device: str) 
     files = paths(work, molecule)
     directory = run_dir(work, molecule, model)
     kind = "sgdml" if model == "sgdml" else "geopatra"
+    variant, _, seed = model.partition("_seed")
     args = [
         "fit",
         "--config",
@@ -46,9 +58,11 @@ def fit_command(work: Path, molecule: str, model: str, mode: Mode, device: str) 
         "gpu" if device.startswith("cuda") else "cpu",
     ]
     if kind == "geopatra":
-        cutoff = VARIANTS[model]  # None: the config's global model as it is
+        cutoff = VARIANTS[variant]  # None: the config's global model as it is
         if cutoff is not None:
             args += ["--model.init_args.potential.init_args.cutoff", str(cutoff)]
+        if seed:
+            args += ["--seed_everything", seed]
     elif device.startswith("cuda"):
         args += ["--model.init_args.potential.init_args.device", device]
     if (directory / "checkpoints" / "last.ckpt").exists():
@@ -73,7 +87,7 @@ def train_all(molecules: list[str], work: Path, mode: Mode, device: str, workers
     """Fit every (molecule, model) run that has no ``done.json`` yet."""
     commands = []
     for molecule in molecules:
-        for model in MODELS:
+        for model in run_names(mode):
             directory = run_dir(work, molecule, model)
             if (directory / "done.json").exists():
                 logger.info("train: %s done, skipped", directory)
