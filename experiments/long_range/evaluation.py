@@ -98,7 +98,15 @@ def evaluate_run(molecule: str, model: str, work: Path, device: str) -> Path:
         coupling_frames=reference["frames"],
         coupling=blocks,
     )
-    logger.info("evaluate %s/%s: force MAE %.3f kcal/mol/Å", molecule, model, force_error.mean())
+    logger.info(
+        "evaluate %s/%s: force MAE %.3f (donor %.3f, acceptor %.3f) kcal/mol/Å, energy MAE %.3f kcal/mol",
+        molecule,
+        model,
+        force_error.mean(),
+        force_error[:, donor].mean(),
+        force_error[:, acceptor].mean(),
+        np.abs(E - dataset.E[test]).mean(),
+    )
     return out
 
 
@@ -123,8 +131,10 @@ def attention(molecule: str, work: Path, device: str, n_frames: int) -> Path:
 
 
 def evaluate_all(molecules: list[str], work: Path, device: str, attention_frames: int, runs: list[str]) -> None:
-    """Evaluate ``runs`` (run names, ``training.run_names``) of every molecule, and the attention."""
+    """Evaluate ``runs`` (run names, ``training.run_names``) of every molecule, and the attention of
+    the global model when it is one of them."""
     for molecule in molecules:
         for model in runs:
             evaluate_run(molecule, model, work, device)
-        attention(molecule, work, device, attention_frames)
+        if "global" in runs:
+            attention(molecule, work, device, attention_frames)

@@ -1,7 +1,8 @@
 """Long-range study (issue 9): does a conjugated donor–bridge–acceptor molecule need global attention?
 
     OMP_NUM_THREADS=1 nice -n 10 python experiments/long_range/run.py [--fast | --full] [--device cuda]
-        [--stages label,train,evaluate,report] [--workers N] [--work-dir DIR] [--results-dir DIR]
+        [--stages label,train,evaluate,report] [--molecules A,B] [--runs global,cutoff3] [--workers N]
+        [--work-dir DIR] [--results-dir DIR]
 
 Stages (each skips the work whose outputs exist, so an interrupted run resumes):
 
@@ -47,15 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parallel labelling / training processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process (evaluate)")
     parser.add_argument("--molecules", default=",".join(SMILES), help="comma-separated subset of the molecules")
+    parser.add_argument(
+        "--runs", help="comma-separated subset of the runs to train and evaluate (e.g. global,cutoff3); default all"
+    )
     parser.add_argument("--work-dir", type=Path, help="default: experiments/work/long_range_<mode>")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args(argv)
     mode = MODES[args.mode or "fast"]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
+    from training import run_names
+
+    runs = run_names(mode) if args.runs is None else [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = [s for s in stages if s not in STAGES] + [m for m in molecules if m not in SMILES]
+    unknown += [r for r in runs if r not in run_names(mode)]
     if unknown:
-        parser.error(f"unknown stage(s) or molecule(s): {unknown}")
+        parser.error(f"unknown stage(s), molecule(s) or run(s): {unknown}")
+    if args.runs is not None and "report" in stages:
+        parser.error("--runs is for the train and evaluate stages: the report needs every run")
     work = (args.work_dir or ROOT / "experiments" / "work" / f"long_range_{mode.name}").resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.info("mode %s, device %s, work %s, stages %s", mode.name, args.device, work, stages)
@@ -76,12 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "train":
             from training import train_all
 
-            train_all(molecules, work, mode, args.device, args.workers)
+            train_all(molecules, work, mode, args.device, args.workers, runs)
         elif stage == "evaluate":
             from evaluation import evaluate_all
-            from training import run_names
 
-            evaluate_all(molecules, work, args.device, mode.attention_frames, run_names(mode))
+            evaluate_all(molecules, work, args.device, mode.attention_frames, runs)
         elif stage == "report":
             from provenance import provenance_lines
             from report import report

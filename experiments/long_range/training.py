@@ -83,11 +83,11 @@ sys.exit(status)
 """
 
 
-def train_all(molecules: list[str], work: Path, mode: Mode, device: str, workers: int) -> None:
-    """Fit every (molecule, model) run that has no ``done.json`` yet."""
+def train_all(molecules: list[str], work: Path, mode: Mode, device: str, workers: int, runs: list[str]) -> None:
+    """Fit every (molecule, run) of ``runs`` (names from ``run_names``) that has no ``done.json`` yet."""
     commands = []
     for molecule in molecules:
-        for model in run_names(mode):
+        for model in runs:
             directory = run_dir(work, molecule, model)
             if (directory / "done.json").exists():
                 logger.info("train: %s done, skipped", directory)
