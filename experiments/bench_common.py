@@ -500,7 +500,8 @@ def run_span(rows: list[dict]) -> str:
     if not stamps:
         return "unknown"
     first, last = (datetime.datetime.fromtimestamp(t, datetime.timezone.utc) for t in (min(stamps), max(stamps)))
-    return f"{first:%Y-%m-%d %H:%M}–{last:%H:%M} UTC"
+    end = f"{last:%H:%M}" if first.date() == last.date() else f"{last:%Y-%m-%d %H:%M}"
+    return f"{first:%Y-%m-%d %H:%M}–{end} UTC"
 
 
 def _rel(path: Path) -> str:
