@@ -85,16 +85,19 @@ def evaluate_run(molecule: str, model: str, work: Path, device: str) -> Path:
         [coupling(potential, dataset.R[f], dataset.z, donor, acceptor, device) for f in reference["frames"]]
     )
     force_error = np.abs(F - dataset.F[test])  # [n_test, N, 3]
+    per_frame = {  # force MAE per test frame [n_test] on each atom group
+        f"force_error_{group}": force_error[:, atoms].mean(axis=(1, 2))
+        for group, atoms in (("all", slice(None)), ("donor", donor), ("acceptor", acceptor))
+    }
+    energy_error = E - dataset.E[test]
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         out,
         frames=test,
         E=E,
         F=F,
-        energy_error=E - dataset.E[test],
-        force_error_all=force_error.mean(axis=(1, 2)),
-        force_error_donor=force_error[:, donor].mean(axis=(1, 2)),
-        force_error_acceptor=force_error[:, acceptor].mean(axis=(1, 2)),
+        energy_error=energy_error,
+        **per_frame,
         coupling_frames=reference["frames"],
         coupling=blocks,
     )
@@ -102,10 +105,8 @@ def evaluate_run(molecule: str, model: str, work: Path, device: str) -> Path:
         "evaluate %s/%s: force MAE %.3f (donor %.3f, acceptor %.3f) kcal/mol/Å, energy MAE %.3f kcal/mol",
         molecule,
         model,
-        force_error.mean(),
-        force_error[:, donor].mean(),
-        force_error[:, acceptor].mean(),
-        np.abs(E - dataset.E[test]).mean(),
+        *(per_frame[f"force_error_{group}"].mean() for group in ("all", "donor", "acceptor")),
+        np.abs(energy_error).mean(),
     )
     return out
 

@@ -59,9 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
     from training import run_names
 
-    runs = run_names(mode) if args.runs is None else [r.strip() for r in args.runs.split(",") if r.strip()]
+    every_run = run_names(mode)
+    runs = every_run if args.runs is None else [r.strip() for r in args.runs.split(",") if r.strip()]
     unknown = [s for s in stages if s not in STAGES] + [m for m in molecules if m not in SMILES]
-    unknown += [r for r in runs if r not in run_names(mode)]
+    unknown += [r for r in runs if r not in every_run]
     if unknown:
         parser.error(f"unknown stage(s), molecule(s) or run(s): {unknown}")
     if args.runs is not None and "report" in stages:
