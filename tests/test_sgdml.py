@@ -12,6 +12,7 @@ import torch
 from geopatra.errors import IncompatibleMoleculeError, SolverError
 from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
 from geopatra.models.sgdml.descriptor import descriptor
+from geopatra.models.sgdml.symmetries import close_group, largest_subgroup
 from geopatra.solvers import cholesky
 from geopatra.solvers.cholesky import _factor_in_place, solve_cholesky
 from geopatra.solvers.operator import DenseOperator, KernelOperator
@@ -179,8 +180,54 @@ def test_symmetry_detection_ethanol_deterministic(ethanol: dict, golden: dict) -
     # The reference sGDML finds the same group on the same training frames.
     assert sorted(tuple(p) for p in golden["perms"]) == ETHANOL_GROUP
     np.testing.assert_array_equal(find_permutations(R, ethanol["z"], max_geometries=40), perms)
-    # Cap: a group larger than max_symmetries is not accepted.
-    assert len(find_permutations(R, ethanol["z"], max_geometries=40, max_symmetries=4)) < 6
+    # Cap: above max_symmetries a proper subgroup is kept (order 3 or 2: Lagrange, 6 = 2 * 3).
+    sub = find_permutations(R, ethanol["z"], max_geometries=40, max_symmetries=4)
+    assert len(sub) in (2, 3) and {tuple(p) for p in sub} <= set(ETHANOL_GROUP)
+    assert len(close_group(sub, 100)) == len(sub)
+
+
+def _rotors(n_rotors: int) -> np.ndarray:
+    """One 3-cycle per rotor on atoms (3r, 3r+1, 3r+2) [n_rotors, 3 n_rotors]."""
+    perms = np.tile(np.arange(3 * n_rotors), (n_rotors, 1))
+    for r in range(n_rotors):
+        perms[r, 3 * r : 3 * r + 3] = [3 * r + 1, 3 * r + 2, 3 * r]
+    return perms
+
+
+def test_close_group_and_cap() -> None:
+    a, b, c = _rotors(3)
+    assert len(close_group(np.stack([a, b]), 9)) == 9  # C3 x C3
+    assert close_group(np.stack([a, b]), 8) is None
+    assert len(close_group(np.stack([a, b, c]), 27)) == 27
+
+
+def test_largest_subgroup_keeps_what_fits_elementary_and_supported_first() -> None:
+    a, b, c = _rotors(3)
+    ab = a[b]  # rotates the first two rotors together: moves 6 atoms
+    perms, support = np.stack([ab, a, b, c]), np.array([50, 3, 1, 9])
+    sub = largest_subgroup(perms, support, max_size=10)
+    # c (most matched of the one-rotor perms), then a fit (9); b and ab would make 27.
+    members = {tuple(p) for p in sub}
+    assert len(sub) == 9 and tuple(c) in members and tuple(a) in members and tuple(b) not in members
+    assert len(close_group(sub, 100)) == 9 and tuple(range(9)) == tuple(sub[0])
+    # Everything fits: the whole group; nothing but the identity fits: the identity.
+    assert len(largest_subgroup(perms, support, max_size=27)) == 27
+    np.testing.assert_array_equal(largest_subgroup(perms, support, max_size=2), np.arange(9)[None])
+
+
+def test_symmetry_cap_keeps_a_methyl_subgroup_on_ac_ala3_nhme() -> None:
+    """The bundled frames hold five methyl rotors (3^5 = 243); a cap of 64 keeps 27, not the identity."""
+    from geopatra.data import read_dataset
+
+    ds = read_dataset("bundled")
+    R, z = ds.R[:600], ds.z
+    full = find_permutations(R, z, max_symmetries=512, max_geometries=60)
+    sub = find_permutations(R, z, max_symmetries=64, max_geometries=60)
+    assert len(full) == 243 and len(sub) == 27
+    assert {tuple(p) for p in sub} <= {tuple(p) for p in full}
+    assert len(close_group(sub, 1000)) == 27
+    moved = np.unique(np.nonzero(full != np.arange(len(z)))[1])
+    assert len(moved) == 15 and np.all(z[moved] == 1)  # only the 15 methyl hydrogens move
 
 
 def test_golden_agreement_with_reference_sgdml(ethanol: dict, golden: dict) -> None:
