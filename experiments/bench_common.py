@@ -522,16 +522,18 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(map(str, r)) + " |" for r in rows)]
 
 
-def write_report(study: str, mode: str, results: Path, device: str, title: str, body: list[str],
+def write_report(study: str, mode: str | None, results: Path, device: str, title: str, body: list[str],
                  rows: list[dict], figure) -> Path:
     """``<results>/<study>[_full].md`` (provenance header, body) + ``.png`` (``figure``) + ``.json``
-    (the rows, for summary.py). Returns the markdown path."""
+    (the rows, for summary.py). ``mode`` None: a study without fast and full modes. Returns the
+    markdown path."""
     from provenance import provenance_lines
 
     results.mkdir(parents=True, exist_ok=True)
-    stem = results / (study if mode == "fast" else f"{study}_full")
+    stem = results / (study if mode in ("fast", None) else f"{study}_full")
     figure.savefig(stem.with_suffix(".png"), dpi=120)
-    lines = [f"# {title}", "", *provenance_lines(device), f"Mode: `--{mode}`  ", "", *body, "",
+    mode_line = [] if mode is None else [f"Mode: `--{mode}`  "]
+    lines = [f"# {title}", "", *provenance_lines(device), *mode_line, "", *body, "",
              f"![{study}]({stem.with_suffix('.png').name})", ""]
     stem.with_suffix(".md").write_text("\n".join(lines))
     stem.with_suffix(".json").write_text(json.dumps({"study": study, "mode": mode, "rows": rows}, indent=1))

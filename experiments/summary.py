@@ -3,8 +3,9 @@
     python experiments/summary.py [--results-dir experiments/results]
 
 Reads the ``.json`` rows that ``learning_curves.py``, ``training_cost.py`` and ``inference.py`` write
-next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``) and the
-header of ``preconditioners.md`` (that study writes markdown only). Each summary row names its
+next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``), the rows
+of ``sgdml_symmetry_cap.json`` (no modes), and the header of ``preconditioners.md`` (that study
+writes markdown only). Each summary row names its
 device, its data and its exact frames (split file and index digests). Runs nothing itself.
 """
 
@@ -98,6 +99,22 @@ def inference_rows(mode: str, rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def symmetry_rows(results: Path) -> list[list[str]]:
+    """One row per model of ``sgdml_symmetry_cap.json``: test force MAE by permutations kept."""
+    path = results / "sgdml_symmetry_cap.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n_perms"])
+        mae = ", ".join(f"S = {r['n_perms']}: {r['test_F_mae']:.3g}" for r in sel)
+        out.append(["[sgdml_symmetry_cap.md](sgdml_symmetry_cap.md)", model, sel[-1]["device"],
+                    bc.DATASETS[sel[0]["data"]].label, frames_of(sel),
+                    f"test F MAE [kcal/mol/Å] by permutations kept: {mae}"])
+    return out
+
+
 def preconditioner_row(results: Path) -> list[str] | None:
     path = results / "preconditioners.md"
     if not path.exists():
@@ -121,6 +138,7 @@ def main() -> None:
     for study, mode, payload in load(args.results_dir):
         table += {"learning_curves": learning_rows, "training_cost": cost_rows,
                   "inference": inference_rows}[study](mode, payload["rows"])
+    table += symmetry_rows(args.results_dir)
     if (row := preconditioner_row(args.results_dir)) is not None:
         table.append(row)
     lines = [
