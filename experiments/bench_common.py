@@ -210,7 +210,7 @@ def split_facts(split_file: Path) -> dict:
     """What a report says about the frames: file, seed, sizes and index digests."""
     with np.load(split_file) as s:
         return {
-            "split_file": _rel(split_file),
+            "split_file": repo_relative(split_file),
             "n_train": int(len(s["train"])), "n_val": int(len(s["val"])), "n_test": int(len(s["test"])),
             "train_sha": index_digest(s["train"]), "test_sha": index_digest(s["test"]),
             "seed": int(s["seed"]) if "seed" in s.files else None,
@@ -244,7 +244,7 @@ class NeuralBudget:
         return max(1, -(-self.steps * self.batch_size // m))
 
 
-def _cached(run_dir: Path) -> dict | None:
+def cached_row(run_dir: Path) -> dict | None:
     path = run_dir / "bench.json"
     if path.exists():
         row = json.loads(path.read_text())
@@ -253,7 +253,7 @@ def _cached(run_dir: Path) -> dict | None:
     return None
 
 
-def _save(run_dir: Path, row: dict) -> dict:
+def save_row(run_dir: Path, row: dict) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "bench.json").write_text(json.dumps(row, indent=1))
     return row
@@ -280,7 +280,7 @@ def run_geopatra(kind: str, data: BenchData, split_file: Path, *, mode: str, dev
     facts = split_facts(split_file)
     m = facts["n_train"]
     run_dir = work / "runs" / mode / data.key / f"{kind}_M{m}_{facts['train_sha']}"
-    if (row := _cached(run_dir)) is not None:
+    if (row := cached_row(run_dir)) is not None:
         return row
     cfg, extra = geopatra_config(kind, mode)
     accelerator = "gpu" if device.startswith("cuda") else "cpu"
@@ -303,8 +303,8 @@ def run_geopatra(kind: str, data: BenchData, split_file: Path, *, mode: str, dev
     row = {
         "model": GEOPATRA_SGDML if kind == "sgdml" else GEOPATRA_NN, "data": data.key, "M": m, **facts,
         "test_F_mae": metrics["force_mae_kcal_mol_A"], "test_E_mae": metrics["energy_mae_kcal_mol"],
-        "fit_wall_s": fit_wall, "device": device_text(device, threads), "run_dir": _rel(run_dir),
-        "checkpoint": _rel(ckpts[-1]), "config": _rel(cfg) + (" " + " ".join(extra) if extra else ""),
+        "fit_wall_s": fit_wall, "device": device_text(device, threads), "run_dir": repo_relative(run_dir),
+        "checkpoint": repo_relative(ckpts[-1]), "config": repo_relative(cfg) + (" " + " ".join(extra) if extra else ""),
     }
     if kind == "sgdml":
         import torch
@@ -316,7 +316,7 @@ def run_geopatra(kind: str, data: BenchData, split_file: Path, *, mode: str, dev
     else:
         row["curve"] = elapsed_curve(run_dir)
         row["steps"], row["batch_size"] = budget.steps, budget.batch_size
-    return _save(run_dir, row)
+    return save_row(run_dir, row)
 
 
 def run_reference(data: BenchData, split_file: Path, *, sigma: float, lam: float, work: Path,
@@ -329,7 +329,7 @@ def run_reference(data: BenchData, split_file: Path, *, sigma: float, lam: float
     facts = split_facts(split_file)
     tag = "own" if perms is None else f"S{len(perms)}"
     run_dir = work / "runs" / mode / data.key / f"reference_M{facts['n_train']}_{facts['train_sha']}_sig{sigma:g}_{tag}"
-    if (row := _cached(run_dir)) is not None:
+    if (row := cached_row(run_dir)) is not None:
         return row
     extra = {"sigma": sigma, "lam": lam} | ({} if perms is None else {"perms": perms})
     side_file = frames_file(data, split_file, run_dir / "frames.npz", **extra)
@@ -340,10 +340,10 @@ def run_reference(data: BenchData, split_file: Path, *, sigma: float, lam: float
         "n_perms": out.get("n_perms", None if perms is None else len(perms)),
         "perms_from": "reference find_perms" if perms is None else "given",
         "train_s": out["train_seconds"], "peak_rss_gb": out["peak_rss_gb"],
-        "device": f"CPU, {out['threads']}", "run_dir": _rel(run_dir), "version": out["version"],
+        "device": f"CPU, {out['threads']}", "run_dir": repo_relative(run_dir), "version": out["version"],
     }
     (run_dir / "frames.npz").unlink()  # a copy of the dataset: not worth keeping
-    return _save(run_dir, row)
+    return save_row(run_dir, row)
 
 
 def run_sgdml_side(data: BenchData, split_file: Path, *, solver: str, sigma: float, lam: float,
@@ -356,7 +356,7 @@ def run_sgdml_side(data: BenchData, split_file: Path, *, solver: str, sigma: flo
     facts = split_facts(split_file)
     run_dir = (work / "runs" / mode / "cost" / data.key /
                f"{solver}_M{facts['n_train']}_{facts['train_sha']}_sig{sigma:g}_S{len(perms)}_{device}")
-    if (row := _cached(run_dir)) is not None:
+    if (row := cached_row(run_dir)) is not None:
         return row
     side_file = frames_file(data, split_file, run_dir / "frames.npz", sigma=sigma, lam=lam, perms=perms)
     env_threads = {k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -373,10 +373,10 @@ def run_sgdml_side(data: BenchData, split_file: Path, *, solver: str, sigma: flo
         "test_F_mae": out["test_F_mae"], "test_E_mae": out["test_E_mae"], "sigma": sigma, "lam": lam,
         "n_perms": len(perms), "train_s": out["train_seconds"], "peak_rss_gb": out["peak_rss_gb"],
         "peak_gpu_gb": out.get("peak_gpu_gb"), "solver": out["solver"], "iterations": out.get("iterations"),
-        "device": device_text(device, threads), "run_dir": _rel(run_dir),
+        "device": device_text(device, threads), "run_dir": repo_relative(run_dir),
     }
     (run_dir / "frames.npz").unlink()
-    return _save(run_dir, row)
+    return save_row(run_dir, row)
 
 
 def mace_python() -> Path:
@@ -389,7 +389,7 @@ def run_mace(data: BenchData, split_file: Path, *, mode: str, device: str, threa
     """Train MACE (``mace_run_train``) on the split's training frames and test it; cached row."""
     facts = split_facts(split_file)
     run_dir = work / "runs" / mode / data.key / f"mace_M{facts['n_train']}_{facts['train_sha']}"
-    if (row := _cached(run_dir)) is not None:
+    if (row := cached_row(run_dir)) is not None:
         return row
     side_file = frames_file(data, split_file, run_dir / "frames.npz")
     cmd = [str(mace_python()), str(MACE_SIDE), "train", "--frames", str(side_file), "--run-dir", str(run_dir),
@@ -397,13 +397,13 @@ def run_mace(data: BenchData, split_file: Path, *, mode: str, device: str, threa
            "--batch-size", str(budget.batch_size), "--threads", str(threads)]
     wall = run_checked(cmd, thread_env(threads), run_dir / "side.log")
     out = json.loads((run_dir / "side.json").read_text())
-    out["model_file"] = _rel(Path(out["model_file"]))
+    out["model_file"] = repo_relative(Path(out["model_file"]))
     row = {"model": MACE, "data": data.key, "M": facts["n_train"], **facts, **out, "fit_wall_s": wall,
-           "device": device_text(device, threads), "run_dir": _rel(run_dir),
+           "device": device_text(device, threads), "run_dir": repo_relative(run_dir),
            "steps": budget.epochs(facts["n_train"]) * -(-facts["n_train"] // budget.batch_size),
            "batch_size": budget.batch_size}
     (run_dir / "frames.npz").unlink()
-    return _save(run_dir, row)
+    return save_row(run_dir, row)
 
 
 # ------------------------------------------------------------------------------- elapsed time ----
@@ -504,7 +504,7 @@ def run_span(rows: list[dict]) -> str:
     return f"{first:%Y-%m-%d %H:%M}–{end} UTC"
 
 
-def _rel(path: Path) -> str:
+def repo_relative(path: Path) -> str:
     path = Path(path).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 

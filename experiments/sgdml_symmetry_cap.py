@@ -40,7 +40,7 @@ def measure_cap(cap: int, data, split_file: Path, sigma: float, lam: float, work
 
     facts = bc.split_facts(split_file)
     run_dir = work / "runs" / STUDY / f"cap{cap}_M{facts['n_train']}_{facts['train_sha']}_sig{sigma:g}"
-    if (row := bc._cached(run_dir)) is not None:
+    if (row := bc.cached_row(run_dir)) is not None:
         return row
     ds = read_dataset(data.path)
     with np.load(split_file) as s:
@@ -70,9 +70,9 @@ def measure_cap(cap: int, data, split_file: Path, sigma: float, lam: float, work
         "test_F_mae": float(np.abs(F.numpy() - ds.F[test]).mean()),
         "test_E_mae": float(np.abs(E.numpy() - ds.E[test]).mean()),
         "fit_s": fit_s, "predict_ms": 1e3 * float(np.median(calls)), "matvec_s": matvec_s,
-        "device": bc.device_text("cpu", torch.get_num_threads()), "run_dir": bc._rel(run_dir),
+        "device": bc.device_text("cpu", torch.get_num_threads()), "run_dir": bc.repo_relative(run_dir),
     }
-    return bc._save(run_dir, row)
+    return bc.save_row(run_dir, row)
 
 
 def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
