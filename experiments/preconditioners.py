@@ -6,7 +6,7 @@ columns each) and each inducing-column selection (random, leverage, pivoted_chol
 CG, one adaptive run, and the exact Cholesky solve as reference where it fits; on ethanol (MD17)
 and, if present, the bundled 42-atom Ac-Ala3-NHMe GFN2-xTB set. The k grid is 1/16, 1/8, 1/4
 and 1/2 of the training geometries. Writes
-``experiments/results/preconditioners.md`` and ``.png``.
+``experiments/results/preconditioners.md``, ``.png`` and ``.json`` (rows for the summary).
 
     python experiments/preconditioners.py --fast     # minutes on 2 cores (part of `make bench`)
     python experiments/preconditioners.py            # ethanol M=200, Ac-Ala3-NHMe M=100 (longer)
@@ -15,17 +15,18 @@ and 1/2 of the training geometries. Writes
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from bench_common import index_digest
-from provenance import provenance_lines
+from provenance import device_description, provenance_lines
 
 from geopatra.solvers.operator import KernelOperator
 from geopatra.solvers.pcg import solve_iterative
@@ -44,6 +45,7 @@ class Problem:
     group_size: int  # columns per training geometry (3N): selection picks whole geometries
     ks: list[int]
     note: str
+    frames: str  # which frames: file, count, seed and sha256 of the indices
 
 
 @dataclass
@@ -115,11 +117,12 @@ def build_problems(
         b = torch.as_tensor(F[idx], dtype=torch.float64).reshape(-1)
         d = 3 * len(z)
         frames = sorted({max(1, round(f * len(idx))) for f in fractions})
+        which = f"{len(idx)} of `{molecule.path.relative_to(ROOT)}` drawn with seed 0 (sha256 {index_digest(idx)})"
         problems.append(Problem(
             f"{name}, M={len(idx)}", op, b, lam_m, d, [f * d for f in frames],
             f"sGDML force kernel (Matérn-5/2, σ={sigma_m:g}, λ={lam_m:g} ({why}), {len(perms)} permutations), "
-            f"n = 3NM = {op.n} unknowns, k = whole geometries x {d} columns, b = training forces; "
-            f"frames: {len(idx)} of `{molecule.path.relative_to(ROOT)}` drawn with seed 0 (sha256 {index_digest(idx)})",
+            f"n = 3NM = {op.n} unknowns, k = whole geometries x {d} columns, b = training forces; frames: {which}",
+            which,
         ))
     return problems
 
@@ -296,6 +299,11 @@ def main(argv: list[str] | None = None) -> None:
         *observations(rows, problems), "",
     ]
     args.out.with_suffix(".md").write_text("\n".join(header))
+    args.out.with_suffix(".json").write_text(json.dumps({
+        "study": "preconditioners", "mode": "fast" if args.fast else "full", "device": device_description("cpu"),
+        "problems": [{"name": p.name, "frames": p.frames, "note": p.note} for p in problems],
+        "rows": [asdict(r) for r in rows],
+    }, indent=1))
 
 
 if __name__ == "__main__":

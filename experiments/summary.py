@@ -4,8 +4,7 @@
 
 Reads the ``.json`` rows that ``learning_curves.py``, ``training_cost.py`` and ``inference.py`` write
 next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``), the rows
-of ``sgdml_symmetry_cap.json`` (no modes), and the header of ``preconditioners.md`` (that study
-writes markdown only). Each summary row names its
+of ``sgdml_symmetry_cap.json`` (no modes) and ``preconditioners.json``. Each summary row names its
 device, its data and its exact frames (split file and index digests). Runs nothing itself.
 """
 
@@ -116,16 +115,15 @@ def symmetry_rows(results: Path) -> list[list[str]]:
 
 
 def preconditioner_row(results: Path) -> list[str] | None:
-    path = results / "preconditioners.md"
+    """One row for ``preconditioners.json``: its device, problems and their exact frames."""
+    path = results / "preconditioners.json"
     if not path.exists():
         return None
-    text = path.read_text()
-    machine = re.search(r"^Device: (.*?)\s*$", text, re.M)
-    problems = dict.fromkeys(re.findall(r"^- \*\*(.*?)\*\*", text, re.M))  # listed, then observed
-    frames = re.findall(r"frames: (\d+ of `.*?` drawn with seed \d+ \(sha256 \w+\))", text)
+    payload = json.loads(path.read_text())
+    problems = payload["problems"]
     return ["[preconditioners.md](preconditioners.md)", "geopatra-sGDML PCG (random / leverage / pivoted Cholesky)",
-            machine.group(1) if machine else "?", "; ".join(problems) or "?",
-            "; ".join(frames) or "?", "CG iterations and time vs k and selection"]
+            payload["device"], "; ".join(p["name"] for p in problems), "; ".join(p["frames"] for p in problems),
+            "CG iterations and time vs k and selection"]
 
 
 def main() -> None:
