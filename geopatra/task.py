@@ -3,11 +3,20 @@
 ``ForceFieldTask`` wraps a :class:`~geopatra.models.potential.Potential`. Training a neural model
 minimises weighted energy and force errors; a kernel model (``potential.trainable = False``) is solved
 in ``on_fit_start`` and then validated and tested by the same loops as any model.
+
+The force-field recipe (the defaults): energy error per atom, both errors divided by the RMS of the
+training forces (so the loss is O(1) whatever the units, and gradient clipping means something),
+force-dominated weights, AdamW with AMSGrad, a linear warm-up then a cosine decay to ``min_lr`` over
+the run's budget (``max_steps`` or ``max_time``, whichever ends first; ``max_epochs`` otherwise).
+Diagnostics logged in ``metrics.csv``: learning rate, gradient norm before clipping, the fraction
+of clipped steps and the training-set errors since the previous validation, and whatever the
+potential reports at validation (:meth:`~geopatra.models.potential.Potential.validation_diagnostics`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any, Literal
 
@@ -15,12 +24,14 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Timer
 
 from geopatra.checkpoint import CHECKPOINT_KEY, describe_run
 from geopatra.errors import SplitError
 from geopatra.metrics import ErrorAccumulator, atoms_per_molecule
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.potential import Potential
+from geopatra.models.transformer.readout import force_rms
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +45,61 @@ class ForceFieldTask(L.LightningModule):
         potential: the model (``class_path`` + ``init_args`` in YAML).
         energy_weight: weight of the energy term of the loss [per (kcal/mol)²].
         force_weight: weight of the force term of the loss [per (kcal/mol/Å)²].
-        loss: ``mse`` or ``huber`` (with ``huber_delta`` in the units of each term).
-        lr, weight_decay: AdamW settings. lr_factor, lr_patience, min_lr: ReduceLROnPlateau on the
-            validation force MAE. Ignored (with a log message) for kernel models.
+        energy_weight: weight of the energy term of the loss.
+        force_weight: weight of the force term of the loss.
+        loss: ``mse`` or ``huber`` (``huber_delta`` in the units of the (normalised) errors).
+        energy_loss: ``per_atom`` (energy error divided by the molecule's atom count, as MACE does)
+            or ``total`` (per molecule).
+        normalize_loss: divide energy and force errors by the RMS of the training force components
+            [kcal/mol/Å] (the loss is then dimensionless for forces); False: raw kcal/mol units.
+        lr, weight_decay, amsgrad: AdamW settings.
+        scheduler: ``cosine`` (warm-up, then cosine from ``lr`` to ``min_lr`` over the budget),
+            ``constant`` (warm-up, then ``lr``), or ``plateau`` (ReduceLROnPlateau on the validation
+            force MAE with ``lr_factor``, ``lr_patience`` counted in validations, no warm-up).
+        warmup_steps: optimiser steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        Everything but the potential is ignored (with a log message) for kernel models.
     """
 
     def __init__(
         self,
         potential: Potential,
         energy_weight: float = 1.0,
-        force_weight: float = 10.0,
+        force_weight: float = 100.0,
         loss: Literal["mse", "huber"] = "mse",
         huber_delta: float = 1.0,
+        energy_loss: Literal["per_atom", "total"] = "per_atom",
+        normalize_loss: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
+        amsgrad: bool = True,
+        scheduler: Literal["cosine", "constant", "plateau"] = "cosine",
+        warmup_steps: int = 100,
         lr_factor: float = 0.5,
         lr_patience: int = 10,
         min_lr: float = 1e-6,
     ) -> None:
         super().__init__()
+        for name, value, allowed in (
+            ("loss", loss, ("mse", "huber")),
+            ("energy_loss", energy_loss, ("per_atom", "total")),
+            ("scheduler", scheduler, ("cosine", "constant", "plateau")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0 <= min_lr <= lr:
+            raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={min_lr}, lr={lr}")
         # Under LightningCLI the potential is saved as its config (class_path + init_args), which is what
         # `geopatra test --ckpt_path` re-parses; the weights travel in the state_dict either way.
         self.save_hyperparameters(logger=False)
         self.potential = potential
         self.automatic_optimization = potential.trainable
-        self._errors = {"val": ErrorAccumulator(), "test": ErrorAccumulator()}
+        self._errors = {"train": ErrorAccumulator(), "val": ErrorAccumulator(), "test": ErrorAccumulator()}
+        #: RMS of the training force components [kcal/mol/Å], set in on_fit_start (loss normalisation)
+        self._error_scale = 1.0
+        self._steps_since_val, self._clipped_since_val = 0, 0
+        self._is_first_batch_of_validation = False
         self._test_predictions: list[dict[str, torch.Tensor]] = []
         #: set in on_fit_start and carried by checkpoints: dataset, split, units (see checkpoint.py)
         self.run_record: dict[str, Any] = {}
@@ -71,11 +112,12 @@ class ForceFieldTask(L.LightningModule):
             self.potential, pos, batch.z, batch.batch, batch.num_graphs, training=training
         )
 
-    def _loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.to(prediction.dtype)
+    def _loss(self, error: torch.Tensor) -> torch.Tensor:
+        """Loss of (prediction - target) errors, divided by the error scale when normalising."""
+        error = error / self._error_scale
         if self.hparams.loss == "huber":
-            return F.huber_loss(prediction, target, delta=self.hparams.huber_delta)
-        return F.mse_loss(prediction, target)
+            return F.huber_loss(error, torch.zeros_like(error), delta=self.hparams.huber_delta)
+        return error.square().mean()
 
     # --- fit ----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -84,8 +126,11 @@ class ForceFieldTask(L.LightningModule):
         self.run_record = describe_run(self.potential, datamodule)
         if self.potential.trainable:
             self.potential.fit_to_data(train, val)
+            self._error_scale = force_rms([train.F]) if self.hparams.normalize_loss else 1.0
+            if not self._error_scale > 0:
+                self._error_scale = 1.0
             return
-        ignored = {k: self.hparams[k] for k in ("lr", "weight_decay", "lr_factor", "lr_patience")}
+        ignored = {k: self.hparams[k] for k in ("lr", "weight_decay", "scheduler", "warmup_steps")}
         logger.info(
             "%s is a kernel model: it is solved once here, then validated; max_epochs=%s and the "
             "optimiser settings %s do not apply to it.",
@@ -105,23 +150,78 @@ class ForceFieldTask(L.LightningModule):
             self.optimizers().step()
             return None
         energy, forces = self(batch, training=True)
-        loss_e = self._loss(energy, batch.energy)
-        loss_f = self._loss(forces, batch.forces)
+        counts = atoms_per_molecule(batch.batch, batch.num_graphs)
+        energy_error = energy - batch.energy.to(energy.dtype)
+        if self.hparams.energy_loss == "per_atom":
+            energy_error = energy_error / counts.to(energy.dtype)
+        loss_e = self._loss(energy_error)
+        loss_f = self._loss(forces - batch.forces.to(forces.dtype))
         loss = self.hparams.energy_weight * loss_e + self.hparams.force_weight * loss_f
+        self._errors["train"].update(energy, batch.energy, counts, forces, batch.forces)
         size = batch.num_graphs
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log("train/energy_loss", loss_e, batch_size=size)
         self.log("train/force_loss", loss_f, batch_size=size)
-        self.log("train/energy_weight", self.hparams.energy_weight, batch_size=size)
-        self.log("train/force_weight", self.hparams.force_weight, batch_size=size)
         return loss
+
+    # --- the recipe: learning rate, gradient diagnostics ----------------------------------------------
+    def budget_progress(self) -> float:
+        """Fraction in [0, 1] of the run's budget used: the larger of steps / ``max_steps`` and
+        elapsed / ``max_time`` (whichever is set), else steps / (``max_epochs`` x batches per epoch)."""
+        trainer = self.trainer
+        fractions = []
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            fractions.append(trainer.global_step / trainer.max_steps)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is not None:
+            elapsed = timer.time_elapsed()
+            fractions.append(elapsed / max(elapsed + remaining, 1e-9))
+        if not fractions and trainer.max_epochs is not None and trainer.max_epochs > 0:
+            per_epoch = trainer.num_training_batches
+            if isinstance(per_epoch, (int, float)) and math.isfinite(per_epoch) and per_epoch > 0:
+                fractions.append(trainer.global_step / (trainer.max_epochs * per_epoch))
+        return min(1.0, max(fractions, default=0.0))
+
+    def learning_rate(self, step: int, progress: float) -> float:
+        """Learning rate of optimiser step ``step`` (0-based) at budget fraction ``progress``."""
+        hp = self.hparams
+        warmup = min(1.0, (step + 1) / hp.warmup_steps) if hp.warmup_steps > 0 else 1.0
+        if hp.scheduler == "constant":
+            return hp.lr * warmup
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return warmup * (hp.min_lr + (hp.lr - hp.min_lr) * cosine)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if not self.potential.trainable or self.hparams.scheduler == "plateau":
+            return
+        lr = self.learning_rate(self.trainer.global_step, self.budget_progress())
+        for group in self.trainer.optimizers[0].param_groups:
+            group["lr"] = lr
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Log the learning rate and the gradient norm before clipping; count clipped steps."""
+        grads = [p.grad for p in self.potential.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        clip = self.trainer.gradient_clip_val
+        self._steps_since_val += 1
+        self._clipped_since_val += int(clip is not None and clip > 0 and norm > clip)
+        self.log("train/grad_norm", norm)
+        self.log("train/lr", optimizer.param_groups[0]["lr"])
 
     def configure_optimizers(self):
         if not self.potential.trainable:
             return None
         optimizer = torch.optim.AdamW(
-            self.potential.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.potential.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            amsgrad=self.hparams.amsgrad,
         )
+        if self.hparams.scheduler != "plateau":
+            return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="min",
@@ -136,6 +236,10 @@ class ForceFieldTask(L.LightningModule):
 
     # --- evaluation ---------------------------------------------------------------------------------
     def _evaluate(self, batch, stage: str) -> None:
+        if stage == "val" and self._is_first_batch_of_validation:
+            self._is_first_batch_of_validation = False
+            for name, value in self.potential.validation_diagnostics(batch.pos, batch.z, batch.batch).items():
+                self.log(f"val/{name}", value, batch_size=batch.num_graphs)
         energy, forces = self(batch, training=False)
         counts = atoms_per_molecule(batch.batch, batch.num_graphs)
         self._errors[stage].update(energy, batch.energy, counts, forces, batch.forces)
@@ -166,9 +270,21 @@ class ForceFieldTask(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._errors["val"].reset()
+        self._is_first_batch_of_validation = True
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
+        if self.trainer.sanity_checking or not self.potential.trainable:
+            return
+        # training-set errors of the batches since the previous validation (weights as trained, no EMA)
+        train = self._errors["train"].compute()
+        self._errors["train"].reset()
+        for name in ("force_mae_kcal_mol_A", "energy_mae_kcal_mol"):
+            if name in train:
+                self.log(f"train/{name}", train[name])
+        if self._steps_since_val:
+            self.log("train/clipped_fraction", self._clipped_since_val / self._steps_since_val)
+        self._steps_since_val, self._clipped_since_val = 0, 0
 
     def on_test_start(self) -> None:
         self._guard_against_leakage()

@@ -67,7 +67,7 @@ def test_equal_to_the_weights_of_the_forward_pass(cutoff, ethanol, monkeypatch) 
     pos, z = ethanol
     net = model(cutoff=cutoff, pair_chunk_size=None)
     seen: list[torch.Tensor] = []
-    original = GeometricAttention._softmax_weights
+    original = GeometricAttention._weights
 
     def recording(self, *args):
         alpha, radial = original(self, *args)
@@ -75,7 +75,7 @@ def test_equal_to_the_weights_of_the_forward_pass(cutoff, ethanol, monkeypatch) 
         return alpha, radial
 
     expected = net.attention_weights(pos, z)
-    monkeypatch.setattr(GeometricAttention, "_softmax_weights", recording)
+    monkeypatch.setattr(GeometricAttention, "_weights", recording)
     batch = torch.zeros(len(z), dtype=torch.long)
     with torch.no_grad():
         net(pos, z, batch, 1)

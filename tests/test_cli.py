@@ -50,11 +50,17 @@ def test_every_shipped_config_parses_and_builds(config):
 def test_fit_validate_test_round_trip(kind, tmp_path):
     run = tmp_path / kind
     common = ["--config", str(TINY[kind]), "--data.path", DATA, "--trainer.default_root_dir", str(run)]
-    _cli("fit", *common)
+    _cli("fit", *common, "--trainer.log_every_n_steps", "1")
     last = run / "checkpoints" / "last.ckpt"
     assert last.is_file() and (run / "split.npz").is_file()
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "logs" / "version_0" / "config.yaml").is_file()
+    if kind == "geopatra":  # the training diagnostics are logged
+        with open(run / "logs" / "version_0" / "metrics.csv") as handle:
+            columns = set(next(csv.reader(handle)))
+        for name in ("train/grad_norm", "train/lr", "train/clipped_fraction", "train/force_mae_kcal_mol_A",
+                     "val/attn_senders_l0_h0", "val/attn_senders_l1_h1"):
+            assert name in columns, name
     _cli("validate", *common, "--ckpt_path", str(last))
     _cli("test", *common, "--ckpt_path", str(last))
     metrics = json.loads((run / "metrics.json").read_text())

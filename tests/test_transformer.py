@@ -43,6 +43,25 @@ def _randomise_outputs(model: GeoPaTra) -> None:
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+#: Each attention-layer option alone and all together: every one must keep the model's contract.
+VARIANTS = {
+    "default": {},
+    "radial_rank": {"radial_rank": 3},
+    "value_projection": {"value_projection": True},
+    "channel_filter": {"logit_filter": "channel"},
+    "softmax_sink": {"attention_normalization": "softmax_sink"},
+    "silu": {"attention_normalization": "silu"},
+    "node_invariants": {"node_invariants": True},
+    "equivariant_norm": {"equivariant_norm": True},
+    "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
+            "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True},
+}
+
+
+@pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
+def variant(request) -> dict:
+    return VARIANTS[request.param]
+
 
 @pytest.fixture(scope="module")
 def ethanol(request) -> dict[str, np.ndarray]:
@@ -68,8 +87,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_o3_and_translation_symmetry(dtype, ethanol, peptide) -> None:
-    model = small_model(dtype)
+def test_o3_and_translation_symmetry(variant, dtype, ethanol, peptide) -> None:
+    model = small_model(dtype, **variant)
     assert next(model.parameters()).dtype == TORCH_DTYPE[dtype]
     structures = [(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)]
     pos, z, batch, n = batch_of(structures)
@@ -84,8 +103,8 @@ def test_o3_and_translation_symmetry(dtype, ethanol, peptide) -> None:
     assert torch.get_default_dtype() == torch.float32
 
 
-def test_atom_permutation_equivariance(peptide) -> None:
-    model = small_model()
+def test_atom_permutation_equivariance(variant, peptide) -> None:
+    model = small_model(**variant)
     pos, z, batch, n = batch_of([(peptide.positions, peptide.numbers)])
     perm = torch.randperm(len(z))
     energy, forces = energy_and_forces(model, pos, z, batch, n)
@@ -94,8 +113,8 @@ def test_atom_permutation_equivariance(peptide) -> None:
     assert rel_err(forces_p, forces[perm]) <= 1e-10
 
 
-def test_batch_equals_one_at_a_time(ethanol, peptide) -> None:
-    model = small_model()
+def test_batch_equals_one_at_a_time(variant, ethanol, peptide) -> None:
+    model = small_model(**variant)
     structures = [
         (ethanol["R"][0], ethanol["z"]),
         (peptide.positions, peptide.numbers),
@@ -112,8 +131,8 @@ def test_batch_equals_one_at_a_time(ethanol, peptide) -> None:
     assert rel_err(sums, energy) <= 1e-12
 
 
-def test_no_gradient_across_molecules(ethanol) -> None:
-    model = small_model()
+def test_no_gradient_across_molecules(variant, ethanol) -> None:
+    model = small_model(**variant)
     pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
     pos.requires_grad_(True)
     energy = model(pos, z, batch, n)
@@ -122,8 +141,8 @@ def test_no_gradient_across_molecules(ethanol) -> None:
     assert grad[batch == 0].abs().max() > 0
 
 
-def test_forces_match_central_differences(ethanol) -> None:
-    model = small_model()
+def test_forces_match_central_differences(variant, ethanol) -> None:
+    model = small_model(**variant)
     pos, z, batch, n = batch_of([(ethanol["R"][3], ethanol["z"])])
     _, forces = energy_and_forces(model, pos, z, batch, n)
     h = 1e-5
@@ -136,8 +155,8 @@ def test_forces_match_central_differences(ethanol) -> None:
         assert abs(float(numeric) - float(forces[atom, axis])) <= 1e-6 * max(1.0, float(forces.abs().max()))
 
 
-def test_zero_distance_pairs_and_padding_are_finite(ethanol) -> None:
-    model = small_model()
+def test_zero_distance_pairs_and_padding_are_finite(variant, ethanol) -> None:
+    model = small_model(**variant)
     model.train()
     duplicated = ethanol["R"][0].copy()
     duplicated[1] = duplicated[0]  # two atoms at the same position
@@ -157,10 +176,10 @@ def _chain(n_atoms: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("cutoff, sparse", [(None, True), (5.0, True), (5.0, False)])
-def test_far_atom_couples_only_without_cutoff(cutoff, sparse) -> None:
+def test_far_atom_couples_only_without_cutoff(variant, cutoff, sparse) -> None:
     pos_np, z_np = _chain()
     assert pos_np[-1, 0] - pos_np[0, 0] > 20.0  # 2 layers x 5 Å reach from each end stays apart
-    model = small_model(cutoff=cutoff, sparse_cutoff=sparse)
+    model = small_model(**variant, cutoff=cutoff, sparse_cutoff=sparse)
     pos, z, batch, n = batch_of([(pos_np, z_np)])
     pos.requires_grad_(True)
     (grad,) = torch.autograd.grad(model(pos, z, batch, n).sum(), pos, create_graph=True)
@@ -182,9 +201,9 @@ def test_far_atom_couples_only_without_cutoff(cutoff, sparse) -> None:
 
 
 @pytest.mark.parametrize("cutoff", [None, 4.0])
-def test_chunked_pairs_match_unchunked(cutoff, ethanol, peptide) -> None:
-    whole = small_model(pair_chunk_size=None, cutoff=cutoff)
-    chunked = small_model(pair_chunk_size=50, cutoff=cutoff)  # many chunks, recomputed in backward
+def test_chunked_pairs_match_unchunked(variant, cutoff, ethanol, peptide) -> None:
+    whole = small_model(**variant, pair_chunk_size=None, cutoff=cutoff)
+    chunked = small_model(**variant, pair_chunk_size=50, cutoff=cutoff)  # many chunks, recomputed in backward
     chunked.load_state_dict(whole.state_dict())
     whole.train(), chunked.train()
     args = batch_of([(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)])
@@ -277,6 +296,39 @@ def test_invalid_arguments() -> None:
         GeoPaTra(**{**SMALL, "num_heads": 3})
     with pytest.raises(ValueError, match="cutoff"):
         GeoPaTra(**SMALL, cutoff=0.0)
+    with pytest.raises(ValueError, match="radial_rank"):
+        GeoPaTra(**SMALL, radial_rank=0)
+    with pytest.raises(ValueError, match="logit_filter"):
+        GeoPaTra(**SMALL, logit_filter="pair")
+    with pytest.raises(ValueError, match="normalization"):
+        GeoPaTra(**SMALL, attention_normalization="sparsemax")
+
+
+def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
+    model = small_model(attention_normalization="softmax_sink")
+    pos, z = torch.tensor(ethanol["R"][0]), torch.tensor(ethanol["z"], dtype=torch.long)
+    rows = model.attention_weights(pos, z).sum(dim=-1)  # [layers, heads, N]
+    assert torch.all(rows > 0.01) and torch.all(rows < 1.0)  # the null key takes a share
+    with torch.no_grad():
+        for attention in model.attention:
+            attention.sink_logit.fill_(80.0)
+    assert model.attention_weights(pos, z).abs().max() < 1e-20
+
+
+def test_validation_diagnostics_count_effective_senders(ethanol) -> None:
+    model = small_model()
+    pos, z, batch, _ = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
+    senders = model.validation_diagnostics(pos, z, batch)
+    assert len(senders) == 2 * 2  # layers x heads
+    assert all(1.0 <= value <= len(ethanol["z"]) - 1 + 1e-9 for value in senders.values())
+    with torch.no_grad():  # a head that attends uniformly has exp(entropy) = N - 1 senders
+        attention = model.attention[0]
+        attention.query.weight.zero_(), attention.query.bias.zero_(), attention.decay_raw.fill_(-50.0)
+        for layer in attention.radial.net:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.zero_(), layer.bias.zero_()
+    uniform = model.validation_diagnostics(pos, z, batch)
+    assert uniform["attn_senders_l0_h0"] == pytest.approx(len(ethanol["z"]) - 1, rel=1e-9)
 
 
 def test_training_reduces_energy_and_force_loss(ethanol) -> None:

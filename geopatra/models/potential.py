@@ -61,6 +61,11 @@ class Potential(torch.nn.Module):
     def fit_to_data(self, train: MolecularDataset, val: MolecularDataset | None = None) -> None:
         """Fit whatever the model takes from the data before (or instead of) gradient training."""
 
+    def validation_diagnostics(self, pos: Tensor, z: Tensor, batch: Tensor) -> dict[str, float]:
+        """Scalars about the model's internals on one validation batch (positions [n_atoms, 3] Å,
+        atomic numbers and molecule index [n_atoms]), logged as ``val/<name>``; none by default."""
+        return {}
+
     def check_atoms(self, z: Tensor) -> None:
         """Raise a typed error if the model cannot describe a molecule with atomic numbers ``z``."""
 

@@ -1,18 +1,24 @@
-"""Global geometric attention (every atom attends to every atom of its molecule) and the gated
-feed-forward block of a GeoPaTra layer.
+"""Global geometric attention: every atom attends to every atom of its molecule.
 
 Attention of receiving atom i to atom j (same molecule), per head h:
 
-    logit_ijh = phi_h(r_ij) * (q_ih . k_jh) / sqrt(d) + b_h(r_ij) - gamma_h r_ij   (invariant)
-    alpha_ijh = env(r_ij) exp(logit_ijh) / sum_j' env(r_ij') exp(logit_ij'h)
-    m_i       = sum_j alpha_ijh  TP(x_j, Y(r_ij / |r_ij|); w_hl(r_ij))   (channels of head h)
+    logit_ijh = (q_ih . (phi_h(r_ij) * k_jh)) / sqrt(d) + b_h(r_ij) - gamma_h r_ij     (invariant)
+    alpha_ijh = env(r_ij) exp(logit_ijh) / (sum_j' env(r_ij') exp(logit_ij'h) [+ exp(s_h)])  (softmax [sink])
+           or env(r_ij) silu(logit_ijh) / n_i                                            (silu, n_i senders)
+    m_i       = sum_k c_k * sum_j alpha_ijh  TP(v_j, Y(r_ij / |r_ij|); w_hkl(r_ij))   (channels of head h)
 
 ``q`` and ``k`` are linear in the scalar features; ``gamma_h >= 0`` is a learned distance decay per head
-(initialised from 0.1 to 3 per Å over the heads, so some heads start local and some global, and the
-model is geometry-sensitive from the first step); ``phi`` (a multiplicative filter), ``b`` (a distance
-bias) and ``w`` come from a network of a radial basis with no cutoff; ``env`` is 1 for the global
-model and a cosine envelope (exactly 0 beyond) when a ``cutoff`` is set. Atoms do not attend to
-themselves; pairs of different molecules and padding get exactly zero weight.
+(initialised from 0.1 to 3 per Å over the heads, so some heads start local and some global); ``phi``
+(a distance filter: one scalar per head, or one per query/key channel with
+``logit_filter="channel"``), ``b`` (a distance bias) and ``w`` come from a network of a radial basis
+with no cutoff. The softmax may have a learned null key s_h per head (``"softmax_sink"``: the weights
+can all go to zero); ``"silu"`` is unnormalised. ``env`` is 1 for the global model and a cosine
+envelope (exactly 0 beyond) when a ``cutoff`` is set. The values ``v`` are the node features,
+optionally after a per-irrep linear projection (``value_projection``). The radial weights ``w``
+have ``radial_rank`` = K learned radial functions per head and degree; each output channel mixes them
+with its own coefficients ``c_k`` (per channel and coupling path), a low-rank form of per-channel
+radial weights that keeps the sum over senders ahead of the tensor-product coupling. Atoms do not
+attend to themselves; pairs of different molecules and padding get exactly zero weight.
 
 Two pair layouts (see :class:`PairGeometry`): *dense*, all pairs of a zero-padded batch [B, N, N]
 (the global model), and *neighbour lists*, [n_atoms, 1, K] pairs with the K senders of each receiver
@@ -29,10 +35,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from e3nn import o3
-from e3nn.nn import Gate
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -114,8 +120,19 @@ class GeometricAttention(nn.Module):
         num_rbf: int,
         radial_hidden: int,
         pair_chunk_size: int | None,
+        radial_rank: int = 1,
+        value_projection: bool = False,
+        logit_filter: Literal["head", "channel"] = "head",
+        normalization: Literal["softmax", "softmax_sink", "silu"] = "softmax",
     ) -> None:
         super().__init__()
+        if radial_rank < 1:
+            raise ValueError(f"radial_rank must be >= 1, got {radial_rank}")
+        if logit_filter not in ("head", "channel"):
+            raise ValueError(f"logit_filter must be 'head' or 'channel', got {logit_filter!r}")
+        if normalization not in ("softmax", "softmax_sink", "silu"):
+            raise ValueError(f"normalization must be 'softmax', 'softmax_sink' or 'silu', got {normalization!r}")
+        self.radial_rank, self.logit_filter, self.normalization = radial_rank, logit_filter, normalization
         self.irreps_node = o3.Irreps(irreps_node)
         self.num_scalars = self.irreps_node[0].mul
         for mul, ir in self.irreps_node:
@@ -133,7 +150,12 @@ class GeometricAttention(nn.Module):
         decay = torch.logspace(math.log10(0.1), math.log10(3.0), num_heads) if num_heads > 1 else torch.tensor([0.5])
         self.decay_raw = nn.Parameter(torch.log(torch.expm1(decay)))  # softplus^-1: gamma = softplus(raw) [1/Å]
         n_l2 = lmax_sh + 1
-        self.radial = RadialMLP(num_rbf, radial_hidden, 2 * num_heads + num_heads * n_l2)
+        n_filter = num_heads * (self.head_dim if logit_filter == "channel" else 1)
+        self._radial_split = [n_filter, num_heads, num_heads * radial_rank * n_l2]  # filter, bias, weights
+        self.radial = RadialMLP(num_rbf, radial_hidden, sum(self._radial_split))
+        # the null key's logit per head (softmax_sink): its weight is what the real senders do not take
+        self.sink_logit = nn.Parameter(torch.zeros(num_heads)) if normalization == "softmax_sink" else None
+        self.value = o3.Linear(self.irreps_node, self.irreps_node) if value_projection else None
         sh_dim = (lmax_sh + 1) ** 2
         # [n_l2, sh_dim] 0/1 matrix copying the weight of degree l2 onto its 2 l2 + 1 components
         expand = torch.zeros(n_l2, sh_dim)
@@ -159,6 +181,12 @@ class GeometricAttention(nn.Module):
             self.register_buffer(f"coupling_{i1}", coupling.reshape(m1 * sh_dim, -1), persistent=False)
         self.irreps_msg = o3.Irreps(irreps_msg)
         self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
+        # per path, rank K and output channel: the mixing coefficients of the K radial functions
+        self.rank_coefficients = None
+        if radial_rank > 1:
+            self.rank_coefficients = nn.ParameterList(
+                nn.Parameter(torch.randn(radial_rank, mul) / math.sqrt(radial_rank)) for mul, _ in self.irreps_msg
+            )
 
     def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Queries and keys [n_atoms, H, d] from the (layer-normalised) scalar features of x."""
@@ -169,8 +197,9 @@ class GeometricAttention(nn.Module):
     def forward(self, x: Tensor, geometry: PairGeometry) -> Tensor:
         n, H = x.shape[0], self.num_heads
         q, k = self.queries_and_keys(x)
+        values = x if self.value is None else self.value(x)
         # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
-        senders = torch.cat([x[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
+        senders = torch.cat([values[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
@@ -199,9 +228,10 @@ class GeometricAttention(nn.Module):
     @torch.no_grad()
     def attention_weights(self, x: Tensor, geometry: PairGeometry) -> Tensor:
         """The weights alpha_ijh this layer uses for node features x [n_atoms, irreps_node.dim], as a
-        dense [n_atoms, n_atoms, H] tensor over all atoms of the batch: row i (receiver) sums to 1 over
-        the senders j of its molecule (0 for an atom with no sender, e.g. alone within a cutoff);
-        self pairs, pairs of different molecules and pairs beyond the cutoff are 0.
+        dense [n_atoms, n_atoms, H] tensor over all atoms of the batch. With a softmax, row i
+        (receiver) sums to 1 over the senders j of its molecule (0 for an atom with no sender, e.g.
+        alone within a cutoff); with a sink, to at most 1; with SiLU the weights are unnormalised.
+        Self pairs, pairs of different molecules and pairs beyond the cutoff are 0.
 
         For analysis only (one pass over all pairs, no chunking, no gradient); :meth:`forward`
         computes the same weights chunk by chunk and never stores them.
@@ -213,14 +243,14 @@ class GeometricAttention(nn.Module):
         if g.neighbors is None:
             B, N = g.num_graphs, g.n_max
             q, k = (to_dense(t, g.flat_index, B, N) for t in (q, k))
-            alpha, _ = self._softmax_weights(q, k, g.distance, g.basis, g.mask, g.envelope)  # [B, N, N, H]
+            alpha, _ = self._weights(q, k, g.distance, g.basis, g.mask, g.envelope)  # [B, N, N, H]
             atom_of_slot = torch.full((B * N,), -1, dtype=torch.long, device=x.device)
             atom_of_slot[g.flat_index] = torch.arange(n, device=x.device)
             molecule, slot = g.flat_index // N, g.flat_index % N
             rows = alpha[molecule, slot]  # [n, N, H]: receiver atoms, sender slots of their molecule
             senders = atom_of_slot.view(B, N)[molecule]  # [n, N]
         else:
-            alpha, _ = self._softmax_weights(
+            alpha, _ = self._weights(
                 q.unsqueeze(1), k[g.neighbors], g.distance, g.basis, g.mask, g.envelope
             )  # [n, 1, K, H]
             rows, senders = alpha[:, 0], g.neighbors
@@ -250,68 +280,67 @@ class GeometricAttention(nn.Module):
         senders [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
         mask [B, c, N], env [B, c, N] or None."""
         B, c, N, _ = basis.shape
-        H = self.num_heads
-        alpha, weights = self._softmax_weights(q, k, r, basis, mask, env)
+        H, K = self.num_heads, self.radial_rank
+        alpha, weights = self._weights(q, k, r, basis, mask, env)
 
-        # per pair, head and sh component: alpha_h * w_{h, l2(m)} * Y_m  [B, c, N, H, S]
-        weights = weights.reshape(B, c, N, H, self.lmax_sh + 1) * alpha.unsqueeze(-1)
-        g = (weights @ self.expand_l2) * sh.unsqueeze(-2)
-        t = torch.einsum("bijhs,bjhf->bihfs", g, senders)  # [B, c, H, dim / H, S]
+        # per pair, head, rank and sh component: alpha_h * w_{h, k, l2(m)} * Y_m  [B, c, N, H, K, S]
+        weights = weights.reshape(B, c, N, H, K, self.lmax_sh + 1) * alpha[..., None, None]
+        g = (weights @ self.expand_l2) * sh[:, :, :, None, None, :]
+        t = torch.einsum("bijhks,bjhf->bihkfs", g, senders)  # [B, c, H, K, dim / H, S]
         S = sh.shape[-1]
         out, start = [], 0
         for i1, (mul, ir) in enumerate(self.irreps_node):
             width = (mul // H) * ir.dim
-            t_block = t[:, :, :, start : start + width].reshape(B, c, mul, ir.dim * S)  # (u, (m1, s))
+            t_block = t[:, :, :, :, start : start + width].reshape(B, c, H, K, mul // H, ir.dim * S)
+            t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, ir.dim * S)  # (u, (m1, s)) per rank
             coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
-            out.append(t_block @ coupling)  # [B, c, mul, sum_paths (2 l3 + 1)]
+            out.append(t_block @ coupling)  # [B, c, K, mul, sum_paths (2 l3 + 1)]
             start += width
-        pieces = [out[i1][..., cols].reshape(B, c, -1) for i1, cols in self._columns]
+        pieces = []
+        for p, (i1, cols) in enumerate(self._columns):
+            piece = out[i1][..., cols]  # [B, c, K, mul, 2 l3 + 1]
+            if self.rank_coefficients is None:
+                piece = piece[:, :, 0]
+            else:
+                piece = (piece * self.rank_coefficients[p].unsqueeze(-1)).sum(dim=2)
+            pieces.append(piece.reshape(B, c, -1))
         return torch.cat(pieces, dim=-1)
 
-    def _softmax_weights(
+    def _weights(
         self, q: Tensor, k: Tensor, r: Tensor, basis: Tensor, mask: Tensor, env: Tensor | None
     ) -> tuple[Tensor, Tensor]:
         """Attention weights alpha [B, c, N, H] (shapes as in :meth:`_chunk`) and the radial
-        tensor-product weights [B, c, N, H * (lmax + 1)] of the same pairs."""
+        tensor-product weights [B, c, N, H * K * (lmax + 1)] of the same pairs."""
         H, d = self.num_heads, self.head_dim
-        filt, bias, weights = torch.split(self.radial(basis), [H, H, H * (self.lmax_sh + 1)], dim=-1)
-        qk = torch.einsum("bihd,bjhd->bijh", q, k) / math.sqrt(d)
-        decay = nn.functional.softplus(self.decay_raw)  # [H], 1/Å
-        logits = filt * qk + bias - decay * r.unsqueeze(-1)  # [B, c, N, H]
-        valid = mask.unsqueeze(-1).expand_as(logits)
-        # Stable masked softmax over j; the max is detached (softmax is shift invariant) and taken over
-        # valid pairs only, so masked pairs get exactly zero weight and exactly zero gradient.
-        neg_inf = torch.full_like(logits, float("-inf"))
-        row_max = torch.where(valid, logits, neg_inf).amax(dim=2, keepdim=True).detach()
-        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-        shifted = torch.where(valid, logits - row_max, torch.zeros_like(logits))
-        e = torch.where(valid, torch.exp(shifted), torch.zeros_like(logits))
-        if env is not None:
-            e = e * env.unsqueeze(-1)
-        denom = e.sum(dim=2, keepdim=True)
-        alpha = e / torch.where(denom > 0, denom, torch.ones_like(denom))  # [B, c, N, H]
-        return alpha, weights
-
-
-class GatedFeedForward(nn.Module):
-    """Equivariant point-wise block: linear -> gate (SiLU on scalars, sigmoid gates on l > 0) -> linear.
-
-    Input and output: [..., irreps.dim].
-    """
-
-    def __init__(self, irreps: o3.Irreps) -> None:
-        super().__init__()
-        irreps = o3.Irreps(irreps)
-        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l == 0])
-        gated = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l > 0])
-        if gated.num_irreps > 0:
-            self.act = Gate(scalars, [nn.functional.silu], f"{gated.num_irreps}x0e", [torch.sigmoid], gated)
-            irreps_mid_in, irreps_mid_out = self.act.irreps_in, self.act.irreps_out
+        filt, bias, weights = torch.split(self.radial(basis), self._radial_split, dim=-1)
+        if self.logit_filter == "channel":
+            qk = torch.einsum("bihd,bjhd,bijhd->bijh", q, k, filt.unflatten(-1, (H, d))) / math.sqrt(d)
         else:
-            self.act = nn.SiLU()
-            irreps_mid_in = irreps_mid_out = scalars
-        self.lin1 = o3.Linear(irreps, irreps_mid_in)
-        self.lin2 = o3.Linear(irreps_mid_out, irreps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lin2(self.act(self.lin1(x)))
+            qk = filt * torch.einsum("bihd,bjhd->bijh", q, k) / math.sqrt(d)
+        decay = nn.functional.softplus(self.decay_raw)  # [H], 1/Å
+        logits = qk + bias - decay * r.unsqueeze(-1)  # [B, c, N, H]
+        valid = mask.unsqueeze(-1).expand_as(logits)
+        zeros = torch.zeros_like(logits)
+        if self.normalization == "silu":
+            count = valid.sum(dim=2, keepdim=True).clamp(min=1).to(logits.dtype)
+            alpha = torch.where(valid, nn.functional.silu(torch.where(valid, logits, zeros)), zeros) / count
+        else:
+            # Stable masked softmax over j; the max is detached (softmax is shift invariant) and taken
+            # over valid pairs (and the sink) only, so masked pairs get exactly zero weight and gradient.
+            row_max = torch.where(valid, logits, torch.full_like(logits, float("-inf"))).amax(dim=2, keepdim=True)
+            if self.sink_logit is not None:
+                row_max = torch.maximum(row_max, self.sink_logit.to(logits.dtype))
+            row_max = row_max.detach()
+            row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+            e = torch.where(valid, torch.exp(torch.where(valid, logits - row_max, zeros)), zeros)
+            if env is not None:  # inside the normalisation: pairs enter and leave the cutoff smoothly
+                e = e * env.unsqueeze(-1)
+            denom = e.sum(dim=2, keepdim=True)
+            if self.sink_logit is not None:
+                has_sender = valid.any(dim=2, keepdim=True)
+                denom = denom + torch.where(has_sender, torch.exp(self.sink_logit - row_max), torch.zeros_like(denom))
+            alpha = e / torch.where(denom > 0, denom, torch.ones_like(denom))
+            return alpha, weights
+        if env is not None:
+            alpha = alpha * env.unsqueeze(-1)
+        return alpha, weights

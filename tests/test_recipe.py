@@ -1,0 +1,77 @@
+"""The training recipe of ForceFieldTask: loss normalisation, learning-rate schedule, EMA warm-up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from geopatra.callbacks import ExponentialMovingAverage, WarmupEMA
+from geopatra.models.transformer import GeoPaTra
+from geopatra.task import ForceFieldTask
+
+
+def tiny_task(**kwargs) -> ForceFieldTask:
+    potential = GeoPaTra(num_features=8, num_tensor_features=4, lmax=1, num_layers=1, num_heads=2, num_rbf=8)
+    return ForceFieldTask(potential, **kwargs)
+
+
+def test_warmup_then_cosine_to_min_lr() -> None:
+    task = tiny_task(lr=1e-3, min_lr=1e-5, warmup_steps=10, scheduler="cosine")
+    assert task.learning_rate(0, 0.0) == pytest.approx(1e-4)  # first warm-up step: lr / warmup_steps
+    assert task.learning_rate(4, 0.0) == pytest.approx(5e-4)
+    assert task.learning_rate(9, 0.0) == pytest.approx(1e-3)
+    assert task.learning_rate(500, 0.5) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)
+    assert task.learning_rate(900, 1.0) == pytest.approx(1e-5)
+    rates = [task.learning_rate(100, p) for p in (0.1, 0.3, 0.6, 0.9)]
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_constant_schedule_keeps_lr_after_warmup() -> None:
+    task = tiny_task(lr=2e-3, warmup_steps=4, scheduler="constant")
+    assert [task.learning_rate(s, 0.99) for s in (0, 3, 100)] == pytest.approx([5e-4, 2e-3, 2e-3])
+
+
+def test_normalised_per_atom_loss_by_hand() -> None:
+    task = tiny_task(normalize_loss=True)
+    task._error_scale = 2.0
+    error = torch.tensor([1.0, -3.0])
+    assert float(task._loss(error)) == pytest.approx(((0.5**2) + (1.5**2)) / 2)
+    task = tiny_task(normalize_loss=True, loss="huber", huber_delta=1.0)
+    task._error_scale = 2.0
+    assert float(task._loss(error)) == pytest.approx((0.5 * 0.5**2 + (1.5 - 0.5)) / 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"scheduler": "linear"}, "scheduler"),
+        ({"energy_loss": "per_frame"}, "energy_loss"),
+        ({"loss": "l1"}, "loss"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"lr": 1e-4, "min_lr": 1e-3}, "min_lr"),
+    ],
+)
+def test_invalid_recipe_arguments(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        tiny_task(**kwargs)
+
+
+def test_ema_warmup_forgets_the_initial_weights() -> None:
+    """Average a constant 0 into an initial 1: the weight of step 1 left after n updates."""
+
+    def remaining(warmup: bool, n_updates: int) -> float:
+        update, averaged = WarmupEMA(0.99, warmup), torch.ones(1, dtype=torch.float64)
+        for n in range(1, n_updates + 1):
+            averaged = update(averaged, torch.zeros(1, dtype=torch.float64), torch.tensor(n))
+        return float(averaged)
+
+    assert remaining(False, 230) == pytest.approx(0.99**230)  # the plain EMA: about 10 % left
+    assert remaining(True, 230) < 0.01
+    expected = math.prod(min(0.99, (1 + n) / (10 + n)) for n in range(1, 231))
+    assert remaining(True, 230) == pytest.approx(expected, rel=1e-6)
+    flags = WarmupEMA(0.9, True)(torch.tensor([True]), torch.tensor([True]), torch.tensor(3))
+    assert bool(flags.round() == 1)  # bool buffers (seen elements) survive the update
+    with pytest.raises(ValueError, match="decay"):
+        ExponentialMovingAverage(decay=1.0)
