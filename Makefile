@@ -30,7 +30,7 @@ install: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-# The MD runs are allowed to fail (exit 3 flags an exploded run) so that both are always shown.
+# The MD runs may exit non-zero (3: exploded, 4: unphysical, see geopatra/md.py) and both are always shown.
 demo: $(STAMP)
 	$(GEOPATRA) summary bundled
 	$(GEOPATRA) fit --config configs/sgdml_demo.yaml

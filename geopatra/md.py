@@ -2,6 +2,10 @@
 
     geopatra md --checkpoint RUN/checkpoints/last.ckpt --from-split test --ensemble nve \
         --temperature 300 --timestep 0.5 --steps 2000 --output RUN/md
+
+Exit status: 0 a healthy run; 3 the run exploded (stopped early); 4 the run finished but is
+unphysical (the model left its training data: see :mod:`geopatra.md_health` for the bounds).
+``report.json`` says which (``status``) and why (``reason``, ``unphysical``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import argparse
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +24,27 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 from tqdm.auto import tqdm
 
+from geopatra.md_health import (
+    MAX_ENERGY_CHANGE_EV_PER_ATOM,
+    MIN_DISTANCE_ANGSTROM,
+    Contact,
+    closest_contact,
+    contact_bounds,
+    unphysical_reasons,
+)
+
 logger = logging.getLogger(__name__)
 
-#: Closest approach [Å] below which a run counts as exploded.
-MIN_DISTANCE_ANGSTROM = 0.5
-#: Total-energy change [eV/atom] beyond which an NVE run counts as exploded.
-MAX_ENERGY_CHANGE_EV_PER_ATOM = 1.0
+#: Exit status of ``geopatra md`` per run status.
+EXIT_STATUS = {"ok": 0, "exploded": 3, "unphysical": 4}
 
 
 @dataclass
 class MDReport:
-    """Summary of a trajectory; energies in eV, times in ps, drift in meV/atom/ps."""
+    """Summary of a trajectory; energies in eV, times in ps, drift in meV/atom/ps.
+
+    ``status`` is "ok", "exploded" (``reason`` says why) or "unphysical" (``unphysical`` lists why).
+    """
 
     steps: int
     timestep_fs: float
@@ -44,6 +58,11 @@ class MDReport:
     mean_temperature_k: float
     exploded: bool
     reason: str = ""
+    start_temperature_k: float = math.nan
+    closest_contact_ratio: float = math.nan
+    status: str = "ok"
+    unphysical: list[str] = field(default_factory=list)
+    max_force_spread_ev_per_angstrom: float | None = None  # committees only
 
 
 def min_distance(positions: np.ndarray) -> float:
@@ -78,8 +97,12 @@ def run_md(
     output: Path | None = None,
     write_every: int = 10,
     progress: bool = True,
+    max_force_spread: float | None = None,
 ) -> tuple[MDReport, dict[str, np.ndarray]]:
     """Run dynamics on ``atoms`` (calculator attached) and report conservation and sanity.
+
+    With a committee calculator (several checkpoints), the largest per-atom force spread [eV/Å] of
+    each frame is logged as ``force_spread``; above ``max_force_spread`` the run stops as unphysical.
 
     Velocities are drawn from Maxwell–Boltzmann at ``temperature`` [K] (seeded), without net momentum
     or rotation. Returns the report and the logged series (time [ps], e_pot, e_kin [eV], ...).
@@ -102,21 +125,35 @@ def run_md(
         output.mkdir(parents=True, exist_ok=True)
         trajectory = output / "trajectory.extxyz"
         trajectory.unlink(missing_ok=True)
-    series: dict[str, list[float]] = {k: [] for k in ("time_ps", "e_pot", "e_kin", "max_force", "d_min")}
+    series: dict[str, list[float]] = {
+        k: [] for k in ("time_ps", "e_pot", "e_kin", "max_force", "d_min", "contact_ratio")
+    }
     n = len(atoms)
+    bounds = contact_bounds(atoms.numbers)
+    worst: list[Contact] = []
     e0 = atoms.get_potential_energy() + atoms.get_kinetic_energy()
-    reason = ""
+    reason, left_data = "", ""
     bar = tqdm(total=steps, desc=f"MD {ensemble}", disable=not progress, unit="step", mininterval=2.0)
 
     def record() -> None:
-        nonlocal reason
+        nonlocal reason, left_data
         forces = atoms.get_forces()
+        spread = atoms.calc.results.get("max_force_std") if atoms.calc is not None else None
+        if spread is not None:
+            series.setdefault("force_spread", []).append(spread)
+            if max_force_spread is not None and spread > max_force_spread:
+                left_data = (f"committee force spread {spread:.2f} eV/Å at step {dyn.nsteps} "
+                             f"(stop at {max_force_spread:g} eV/Å)")
         e_pot, e_kin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
         series["time_ps"].append(dyn.get_time() / (1000 * units.fs))
         series["e_pot"].append(e_pot)
         series["e_kin"].append(e_kin)
         series["max_force"].append(float(np.linalg.norm(forces, axis=1).max()))
         series["d_min"].append(min_distance(atoms.positions))
+        contact = closest_contact(atoms.positions, bounds)
+        series["contact_ratio"].append(contact.ratio)
+        if not worst or contact.ratio < worst[0].ratio:
+            worst[:] = [contact]
         if trajectory is not None and dyn.nsteps % write_every == 0:
             atoms.write(trajectory, format="extxyz", append=True)
         if series["d_min"][-1] < MIN_DISTANCE_ANGSTROM:
@@ -126,41 +163,77 @@ def run_md(
         ):
             reason = f"total energy blew up at step {dyn.nsteps}"
         bar.update(dyn.nsteps - bar.n)
-        if reason:
-            raise _Exploded(reason)
+        if reason or left_data:
+            raise _Stop(reason or left_data)
 
     dyn.attach(record, interval=log_every)
     try:
         dyn.run(steps)  # observers also see step 0
-    except _Exploded:
-        logger.error("MD exploded: %s", reason)
+    except _Stop:
+        if reason:
+            logger.error("MD exploded: %s", reason)
+        else:
+            logger.error("MD stopped, the model left its training data: %s", left_data)
     finally:
         bar.close()
     arrays = {k: np.asarray(v) for k, v in series.items()}
+    report = summarise(arrays, atoms.numbers, timestep_fs, int(dyn.nsteps), ensemble, worst[0], reason,
+                       left_data)
+    if output is not None:
+        write_outputs(report, arrays, output, title=f"{ensemble.upper()} {timestep_fs} fs")
+    return report, arrays
+
+
+def summarise(
+    arrays: dict[str, np.ndarray],
+    z: np.ndarray,
+    timestep_fs: float,
+    steps: int,
+    ensemble: str,
+    worst: Contact,
+    exploded_reason: str = "",
+    stopped_reason: str = "",
+) -> MDReport:
+    """The report of a trajectory from its logged series (``time_ps`` [ps], ``e_pot``, ``e_kin``
+    [eV], ``max_force`` [eV/Å], ``d_min`` [Å], each [n_frames]) and its closest contact;
+    ``stopped_reason`` says why a run was stopped as unphysical (e.g. a committee spread)."""
+    n = len(z)
     slope, ratio, tot_std, kin_std = drift_report(arrays["time_ps"], arrays["e_pot"], arrays["e_kin"], n)
-    ekin_per_dof = arrays["e_kin"] / (1.5 * n * units.kB)
-    report = MDReport(
-        steps=int(dyn.nsteps),
+    temperature = arrays["e_kin"] / (1.5 * n * units.kB)
+    max_force = float(arrays["max_force"].max())
+    unphysical = [] if exploded_reason else unphysical_reasons(z, worst, temperature, max_force, ensemble)
+    if stopped_reason and not exploded_reason:
+        unphysical.insert(0, stopped_reason)
+    return MDReport(
+        steps=steps,
         timestep_fs=timestep_fs,
         n_atoms=n,
         drift_mev_per_atom_ps=slope,
         drift_over_kinetic_fluctuation=ratio,
         total_energy_std_mev_per_atom=tot_std,
         kinetic_energy_std_mev_per_atom=kin_std,
-        max_force_ev_per_angstrom=float(arrays["max_force"].max()),
+        max_force_ev_per_angstrom=max_force,
         min_distance_angstrom=float(arrays["d_min"].min()),
-        mean_temperature_k=float(ekin_per_dof.mean()),
-        exploded=bool(reason),
-        reason=reason,
+        mean_temperature_k=float(temperature.mean()),
+        exploded=bool(exploded_reason),
+        reason=exploded_reason,
+        start_temperature_k=float(temperature[0]),
+        closest_contact_ratio=worst.ratio,
+        status="exploded" if exploded_reason else ("unphysical" if unphysical else "ok"),
+        unphysical=unphysical,
+        max_force_spread_ev_per_angstrom=float(arrays["force_spread"].max()) if "force_spread" in arrays else None,
     )
-    if output is not None:
-        np.savez(output / "energies.npz", **arrays)
-        (output / "report.json").write_text(json.dumps(asdict(report), indent=2))
-        plot_energies(arrays, n, output / "energies.png", title=f"{ensemble.upper()} {timestep_fs} fs")
-    return report, arrays
 
 
-class _Exploded(RuntimeError):
+def write_outputs(report: MDReport, arrays: dict[str, np.ndarray], output: Path, title: str = "") -> None:
+    """``report.json``, ``energies.npz`` (the series) and ``energies.png`` in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    np.savez(output / "energies.npz", **arrays)
+    (output / "report.json").write_text(json.dumps(asdict(report), indent=2))
+    plot_energies(arrays, report.n_atoms, output / "energies.png", title=title)
+
+
+class _Stop(RuntimeError):
     pass
 
 
@@ -211,7 +284,10 @@ def _starting_structure(args: argparse.Namespace, record: dict) -> Atoms:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geopatra md", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a geopatra .ckpt")
+    p.add_argument("--checkpoint", required=True, nargs="+",
+                   help="a geopatra .ckpt, or several (a committee: mean forces, and their spread is logged)")
+    p.add_argument("--max-force-spread", type=float, default=None,
+                   help="stop (exit 4) when the committee's largest force spread exceeds this [eV/Å]")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--structure", help="starting geometry (any ASE-readable file, Å)")
     source.add_argument("--from-split", choices=("train", "val", "test"), default="test",
@@ -245,20 +321,31 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         output=args.output,
         write_every=args.write_every,
+        max_force_spread=args.max_force_spread,
     )
-    print(
+    spread = report.max_force_spread_ev_per_angstrom
+    lines = [
         f"{calc.kind} {args.ensemble} {report.steps} steps × {args.timestep} fs "
-        f"({report.steps * args.timestep / 1000:.2f} ps), {report.n_atoms} atoms\n"
-        f"  total-energy drift      {report.drift_mev_per_atom_ps:+.4f} meV/atom/ps\n"
-        f"  drift / σ(E_kin)        {report.drift_over_kinetic_fluctuation:.4f}\n"
+        f"({report.steps * args.timestep / 1000:.2f} ps), {report.n_atoms} atoms",
+        f"  total-energy drift      {report.drift_mev_per_atom_ps:+.4f} meV/atom/ps",
+        f"  drift / σ(E_kin)        {report.drift_over_kinetic_fluctuation:.4f}",
         f"  σ(E_tot), σ(E_kin)      {report.total_energy_std_mev_per_atom:.4f}, "
-        f"{report.kinetic_energy_std_mev_per_atom:.4f} meV/atom\n"
-        f"  max |F|                 {report.max_force_ev_per_angstrom:.3f} eV/Å\n"
-        f"  min distance            {report.min_distance_angstrom:.3f} Å\n"
-        f"  mean temperature        {report.mean_temperature_k:.1f} K\n"
-        f"  output                  {args.output}"
-    )
+        f"{report.kinetic_energy_std_mev_per_atom:.4f} meV/atom",
+        f"  max |F|                 {report.max_force_ev_per_angstrom:.3f} eV/Å",
+        f"  min distance            {report.min_distance_angstrom:.3f} Å",
+        f"  temperature             {report.start_temperature_k:.1f} K at the start, "
+        f"{report.mean_temperature_k:.1f} K mean",
+        f"  closest contact         {report.closest_contact_ratio:.2f} x its bound",
+        *([f"  max committee spread    {spread:.3f} eV/Å"] if spread is not None else []),
+        f"  output                  {args.output}",
+    ]
+    print("\n".join(lines))
     if report.exploded:
-        print(f"EXPLODED: {report.reason}")
-        return 3
-    return 0
+        print(f"EXPLODED (exit {EXIT_STATUS['exploded']}): {report.reason}")
+    elif report.unphysical:
+        print(f"UNPHYSICAL (exit {EXIT_STATUS['unphysical']}): the model left its training data")
+        for reason in report.unphysical:
+            print(f"  - {reason}")
+    else:
+        print("  status                  ok")
+    return EXIT_STATUS[report.status]
