@@ -1,8 +1,10 @@
-"""ASE calculator for any geopatra checkpoint (GeoPaTra or sGDML), in eV and Å at the ASE boundary."""
+"""ASE calculator for any geopatra checkpoint (GeoPaTra or sGDML), or a committee of them, in eV and Å
+at the ASE boundary."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +13,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from geopatra.checkpoint import load_potential
-from geopatra.errors import GeopatraError
+from geopatra.errors import CheckpointError, GeopatraError
 from geopatra.models.forces import energy_and_forces
 from geopatra.units import ASE_UNITS, Units
 
@@ -23,8 +25,15 @@ class PeriodicSystemError(GeopatraError, ValueError):
 class GeoPatraCalculator(Calculator):
     """Energy [eV], forces [eV/Å] (and per-atom energies [eV] where the model has them).
 
+    Given several checkpoints (a committee, e.g. the same recipe trained with different seeds), energy
+    and forces are the committee means, and ``results`` also holds their spread: ``energy_std`` [eV],
+    ``forces_std`` [n_atoms, 3] eV/Å (standard deviations over the members) and ``max_force_std``
+    [eV/Å], the largest per-atom spread |sigma_F_i|. A large spread says the geometry is far from the
+    training data.
+
     Args:
-        checkpoint_path: a ``.ckpt`` written by ``geopatra fit`` (the kind is read from its record).
+        checkpoint_path: a ``.ckpt`` written by ``geopatra fit`` (the kind is read from its record),
+            or a sequence of them.
         device: torch device for the model, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float32"``/``"float64"`` to cast the model; ``None`` keeps the trained dtype.
     """
@@ -33,15 +42,26 @@ class GeoPatraCalculator(Calculator):
 
     def __init__(
         self,
-        checkpoint_path: str | os.PathLike,
+        checkpoint_path: str | os.PathLike | Sequence[str | os.PathLike],
         device: str = "cpu",
         dtype: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        potential, record = load_potential(checkpoint_path, map_location=self.device, dtype=dtype)
-        self.potential = potential.to(self.device)
+        paths = [checkpoint_path] if isinstance(checkpoint_path, (str, os.PathLike)) else list(checkpoint_path)
+        if not paths:
+            raise CheckpointError("GeoPatraCalculator: no checkpoint given")
+        members = [load_potential(path, map_location=self.device, dtype=dtype) for path in paths]
+        record = members[0][1]
+        for path, (_, other) in zip(paths[1:], members[1:]):
+            if other["units"] != record["units"] or other["kind"] != record["kind"]:
+                raise CheckpointError(
+                    f"{path}: a {other['kind']} model in {other['units']}; the committee's first member "
+                    f"({paths[0]}) is a {record['kind']} model in {record['units']}: members must match"
+                )
+        self.members = [potential.to(self.device) for potential, _ in members]
+        self.potential = self.members[0]
         self.record = record
         self.kind = record["kind"]
         model_units = Units(**record["units"])
@@ -70,7 +90,8 @@ class GeoPatraCalculator(Calculator):
         if self._checked_numbers is not None and np.array_equal(numbers, self._checked_numbers):
             return
         z = torch.as_tensor(numbers, dtype=torch.long, device=self.device)
-        self.potential.check_atoms(z)
+        for member in self.members:
+            member.check_atoms(z)
         self._checked_numbers = numbers.copy()
         self._z = z
         self._batch = torch.zeros(len(numbers), dtype=torch.long, device=self.device)
@@ -86,12 +107,20 @@ class GeoPatraCalculator(Calculator):
         pos = torch.as_tensor(
             self.atoms.get_positions() * self.length_from_angstrom, dtype=self.dtype, device=self.device
         )
-        energy, forces = energy_and_forces(self.potential, pos, self._z, self._batch, 1)
-        self.results["energy"] = float(energy.sum().item()) * self.energy_to_ev
+        energies, forces = [], []
+        for member in self.members:
+            energy, force = energy_and_forces(member, pos, self._z, self._batch, 1)
+            energies.append(float(energy.sum().item()) * self.energy_to_ev)
+            forces.append(force.double().cpu().numpy() * self.force_to_ev_per_angstrom)
+        self.results["energy"] = float(np.mean(energies))
         self.results["free_energy"] = self.results["energy"]
-        self.results["forces"] = forces.double().cpu().numpy() * self.force_to_ev_per_angstrom
+        self.results["forces"] = np.mean(forces, axis=0)
+        if len(self.members) > 1:
+            self.results["energy_std"] = float(np.std(energies))
+            self.results["forces_std"] = np.std(forces, axis=0)
+            self.results["max_force_std"] = float(np.linalg.norm(self.results["forces_std"], axis=1).max())
         per_atom = getattr(self.potential, "per_atom_energy", None)
         if per_atom is not None and "energies" in (properties or []):
             with torch.no_grad():
-                energies = per_atom(pos, self._z, self._batch, 1)
-            self.results["energies"] = energies.double().cpu().numpy() * self.energy_to_ev
+                atom_energies = [m.per_atom_energy(pos, self._z, self._batch, 1) for m in self.members]
+            self.results["energies"] = torch.stack(atom_energies).mean(0).double().cpu().numpy() * self.energy_to_ev

@@ -77,3 +77,41 @@ def compare_runs(run_dirs: list[str]) -> str:
     if rows:
         lines.append("| test frames | " + " | ".join(str(p["n_test_frames"]) for _, p in rows) + " |")
     return "\n".join(lines)
+
+
+def plot_learning_curve(run_dir: str | os.PathLike) -> Path | None:
+    """``<run_dir>/learning_curve.png``: training and validation force MAE [kcal/mol/Å] against
+    optimiser step and against wall time since the start of fit, from every ``logs/version_*/metrics.csv``
+    of the run. Returns the path, or None when nothing was validated yet."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    val, train = [], []
+    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        with path.open() as handle:
+            for row in csv.DictReader(handle):
+                step, elapsed = row.get("step"), row.get("val/elapsed_s")
+                if row.get("val/force_mae_kcal_mol_A") and step:
+                    val.append((float(step), float(elapsed or "nan"), float(row["val/force_mae_kcal_mol_A"])))
+                if row.get("train/force_mae_kcal_mol_A") and step:
+                    train.append((float(step), float(elapsed or "nan"), float(row["train/force_mae_kcal_mol_A"])))
+    if not val:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for column, ax, label in ((0, axes[0], "optimiser step"), (1, axes[1], "wall time since fit start [s]")):
+        for points, name in ((train, "training batches since the last validation"), (val, "validation")):
+            if points:
+                ax.plot([p[column] for p in points], [p[2] for p in points], marker=".", label=name)
+        ax.set(xlabel=label, ylabel="force MAE [kcal/mol/Å]", yscale="log")
+        ax.legend(fontsize=8)
+    fig.suptitle(run_dir.name)
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

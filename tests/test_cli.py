@@ -55,11 +55,12 @@ def test_fit_validate_test_round_trip(kind, tmp_path):
     assert last.is_file() and (run / "split.npz").is_file()
     assert list((run / "checkpoints").glob("best-*.ckpt"))
     assert (run / "logs" / "version_0" / "config.yaml").is_file()
+    assert (run / "learning_curve.png").stat().st_size > 5_000
     if kind == "geopatra":  # the training diagnostics are logged
         with open(run / "logs" / "version_0" / "metrics.csv") as handle:
             columns = set(next(csv.reader(handle)))
         for name in ("train/grad_norm", "train/lr", "train/clipped_fraction", "train/force_mae_kcal_mol_A",
-                     "val/attn_senders_l0_h0", "val/attn_senders_l1_h1"):
+                     "val/attn_senders_l0_h0", "val/attn_senders_l1_h1", "val/elapsed_s"):
             assert name in columns, name
     _cli("validate", *common, "--ckpt_path", str(last))
     _cli("test", *common, "--ckpt_path", str(last))
@@ -76,17 +77,19 @@ def test_fit_validate_test_round_trip(kind, tmp_path):
 
 
 @pytest.mark.slow
-def test_leakage_guard_refuses_training_frames(tmp_path):
+def test_leakage_guard_refuses_training_frames(tmp_path, capsys):
     from geopatra.errors import SplitError
 
     run = tmp_path / "run"
     common = ["--config", str(TINY["geopatra"]), "--data.path", DATA]
     _cli("fit", *common, "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "1")
     other = tmp_path / "other"  # a new run dir draws a different split of the same file
+    test = ["test", *common, "--data.seed", "7", "--data.n_test", "1968", "--trainer.default_root_dir", str(other),
+            "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
     with pytest.raises(SplitError, match="were in the training set"):
-        _cli("test", *common, "--data.seed", "7", "--data.n_test", "1968",
-             "--trainer.default_root_dir", str(other),
-             "--ckpt_path", str(run / "checkpoints" / "last.ckpt"))
+        main([*test, "--traceback"])
+    assert main(test) == 2  # as the user sees it: one line, exit status 2
+    assert "error: SplitError:" in capsys.readouterr().err
 
 
 def _fit_subprocess(run: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -128,3 +131,38 @@ def test_print_config_shows_the_resolved_model(capsys):
     out = capsys.readouterr().out
     assert "class_path: geopatra.models.sgdml.SGDML" in out
     assert "seed_everything: 0" in out and "inference_mode: false" in out
+
+
+def test_help_lists_every_subcommand_and_no_predict(capsys):
+    from geopatra.cli import SUBCOMMANDS
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("fit", "validate", "test", "md", "label", "summary", "compare"):
+        assert f"  {name} " in out and name in SUBCOMMANDS
+    assert "predict" not in out
+    assert main(["predict", "--config", str(TINY["geopatra"])]) == 2
+    assert "unknown subcommand 'predict'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["fit", "validate", "test", "md", "label", "summary", "compare"])
+def test_every_subcommand_help_works(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage" in capsys.readouterr().out.lower()
+
+
+def test_geopatra_errors_print_one_line_unless_asked(tmp_path, capsys, monkeypatch):
+    missing = str(tmp_path / "missing.npz")
+    monkeypatch.delenv("GEOPATRA_TRACEBACK", raising=False)
+    assert main(["summary", missing]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "missing.npz" in err[0]
+    from geopatra.errors import GeopatraError
+
+    with pytest.raises(GeopatraError):
+        main(["summary", missing, "--traceback"])
+    monkeypatch.setenv("GEOPATRA_TRACEBACK", "1")
+    with pytest.raises(GeopatraError):
+        main(["summary", missing])
