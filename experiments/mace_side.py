@@ -7,7 +7,9 @@
 
 ``train``: writes the frames' train/val sets as extxyz in eV and eV/Å (``REF_energy``,
 ``REF_forces``; MACE's defaults, loss weights included, are tuned for eV), runs ``mace_run_train``
-on them (with its Stage Two, which raises the energy weight for the last quarter of the epochs),
+on them (with its Stage Two, which raises the energy weight for the last quarter of the epochs;
+``--ema`` adds its EMA of the weights, decay 0.99; ``--max-seconds`` kills it that long after it
+starts training and turns the last checkpoint written before into the model),
 reads the validation curve (elapsed time, force MAE) from its log, and tests (``MACECalculator``)
 whichever of its two models, stage one or Stage Two, has the lower validation force MAE; errors in
 kcal/mol and kcal/mol/Å. ``evaluate``: that selection and test again for a finished run.
@@ -85,7 +87,7 @@ def train(args: argparse.Namespace) -> None:
         idx = d[subset]
         write_extxyz(run / f"{subset}.xyz", R[idx], z, E[idx], F[idx])
     cmd = [
-        str(Path(sys.executable).with_name("mace_run_train")), "--name", NAME, "--seed", "0",
+        str(Path(sys.executable).with_name("mace_run_train")), "--name", NAME, "--seed", str(args.seed),
         "--train_file", str(run / "train.xyz"), "--valid_file", str(run / "val.xyz"),
         "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--E0s", "average",
         "--model", "MACE", *SIZES[args.size], "--r_max", str(R_MAX),
@@ -93,14 +95,22 @@ def train(args: argparse.Namespace) -> None:
         "--max_num_epochs", str(args.epochs),
         "--device", "cuda" if args.device.startswith("cuda") else "cpu", "--default_dtype", "float32",
         "--error_table", "TotalMAE", "--stage_two", "--work_dir", str(run), "--num_workers", "0",
-        "--eval_interval", "1",
+        "--eval_interval", "1", *(["--ema", "--ema_decay", "0.99"] if args.ema else []),
     ]
     start = time.perf_counter()
-    with (run / "mace_run_train.log").open("w") as handle:
-        subprocess.run(cmd, check=True, stdout=handle, stderr=subprocess.STDOUT)
+    log = run / "logs" / f"{NAME}_run-{args.seed}.log"
+    killed = run_limited(cmd, run, log, args.max_seconds)
+    if killed:  # no training epochs left: MACE loads its last checkpoints and writes the models
+        stage_two = any(run.glob("checkpoints/*_swa.pt"))
+        epoch = last_checkpoint_epoch(run)
+        restart = [*cmd, "--restart_latest", "--max_num_epochs", str(epoch)]
+        if not stage_two:  # Stage Two never started: tell MACE it starts after the end
+            restart += ["--start_swa", str(epoch + 1)]
+        with (run / "mace_restart.log").open("w") as handle:
+            subprocess.run(restart, check=True, stdout=handle, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
-    curve, train_s = read_curve(run / "logs" / f"{NAME}_run-0.log")
-    res = {
+    curve, train_s = read_curve(log)
+    res = {"killed_at_budget": killed, "max_seconds": args.max_seconds, "ema": args.ema,
         **evaluate(d, run, args.device), "curve": curve, "train_s": train_s, "mace_wall_s": wall,
         "epochs": args.epochs, "size": args.size, "mace_args": " ".join(SIZES[args.size] + ["--r_max", str(R_MAX)]),
         "mace_version": __import__("mace").__version__, "e3nn_version": __import__("e3nn").__version__,
@@ -109,6 +119,36 @@ def train(args: argparse.Namespace) -> None:
     (run / "side.json").write_text(json.dumps(res, indent=1))
     for subset in ("train", "val"):
         (run / f"{subset}.xyz").unlink()
+
+
+def run_limited(cmd: list[str], run: Path, log: Path, max_seconds: float | None) -> bool:
+    """Run ``mace_run_train``; with ``max_seconds``, kill it that long after its log says training
+    started (its data preparation is not counted, as Lightning's timer does not count GeoPaTra's).
+    Returns whether it was killed."""
+    with (run / "mace_run_train.log").open("w") as handle:
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT)
+        deadline, killed = None, False
+        while proc.poll() is None:
+            time.sleep(0.5)
+            if max_seconds is None:
+                continue
+            if deadline is None and log.exists() and any(START_LINE.match(x) for x in log.read_text().splitlines()):
+                deadline = time.perf_counter() + max_seconds
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                proc.wait()
+                killed = True
+        if not killed and proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return killed
+
+
+def last_checkpoint_epoch(run: Path) -> int:
+    """The epoch of MACE's latest checkpoint (``checkpoints/<name>_run-<seed>_epoch-<n>[_swa].pt``)."""
+    epochs = [int(m.group(1)) for p in run.glob("checkpoints/*.pt") if (m := re.search(r"_epoch-(\d+)", p.name))]
+    if not epochs:
+        raise RuntimeError(f"{run}: MACE was killed before it wrote a checkpoint; give it a longer budget")
+    return max(epochs)
 
 
 def errors(calc, R: np.ndarray, z: np.ndarray, E: np.ndarray, F: np.ndarray) -> tuple[float, float]:
@@ -176,6 +216,9 @@ def main() -> None:
     tr.add_argument("--size", choices=sorted(SIZES), default="fast")
     tr.add_argument("--epochs", type=int, required=True)
     tr.add_argument("--batch-size", type=int, default=8)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--ema", action="store_true", help="MACE's EMA of the weights (decay 0.99)")
+    tr.add_argument("--max-seconds", type=float, default=None, help="kill training after this long [s]")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--frames", type=Path, required=True)
     ev.add_argument("--run-dir", type=Path, required=True)

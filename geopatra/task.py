@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from typing import Any, Literal
 
 import lightning as L
@@ -50,8 +51,11 @@ class ForceFieldTask(L.LightningModule):
         loss: ``mse`` or ``huber`` (``huber_delta`` in the units of the (normalised) errors).
         energy_loss: ``per_atom`` (energy error divided by the molecule's atom count, as MACE does)
             or ``total`` (per molecule).
-        normalize_loss: divide energy and force errors by the RMS of the training force components
-            [kcal/mol/Å] (the loss is then dimensionless for forces); False: raw kcal/mol units.
+        normalize_loss: divide force errors by the RMS of the training force components [kcal/mol/Å]
+            and energy errors by ``energy_error_scale``; False: raw kcal/mol units.
+        energy_error_scale: the energy normaliser: ``force_rms`` (the same as forces) or
+            ``energy_std`` (the standard deviation of the training energies, per atom with
+            ``energy_loss: per_atom``), which makes both terms relative errors.
         lr, weight_decay, amsgrad: AdamW settings.
         scheduler: ``cosine`` (warm-up, then cosine from ``lr`` to ``min_lr`` over the budget),
             ``constant`` (warm-up, then ``lr``), or ``plateau`` (ReduceLROnPlateau on the validation
@@ -69,6 +73,7 @@ class ForceFieldTask(L.LightningModule):
         huber_delta: float = 1.0,
         energy_loss: Literal["per_atom", "total"] = "per_atom",
         normalize_loss: bool = True,
+        energy_error_scale: Literal["force_rms", "energy_std"] = "force_rms",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         amsgrad: bool = True,
@@ -82,6 +87,7 @@ class ForceFieldTask(L.LightningModule):
         for name, value, allowed in (
             ("loss", loss, ("mse", "huber")),
             ("energy_loss", energy_loss, ("per_atom", "total")),
+            ("energy_error_scale", energy_error_scale, ("force_rms", "energy_std")),
             ("scheduler", scheduler, ("cosine", "constant", "plateau")),
         ):
             if value not in allowed:
@@ -96,10 +102,12 @@ class ForceFieldTask(L.LightningModule):
         self.potential = potential
         self.automatic_optimization = potential.trainable
         self._errors = {"train": ErrorAccumulator(), "val": ErrorAccumulator(), "test": ErrorAccumulator()}
-        #: RMS of the training force components [kcal/mol/Å], set in on_fit_start (loss normalisation)
+        #: loss normalisers set in on_fit_start: forces [kcal/mol/Å], energies [kcal/mol (per atom)]
         self._error_scale = 1.0
+        self._energy_scale = 1.0
         self._steps_since_val, self._clipped_since_val = 0, 0
         self._is_first_batch_of_validation = False
+        self._fit_start = time.perf_counter()
         self._test_predictions: list[dict[str, torch.Tensor]] = []
         #: set in on_fit_start and carried by checkpoints: dataset, split, units (see checkpoint.py)
         self.run_record: dict[str, Any] = {}
@@ -112,9 +120,9 @@ class ForceFieldTask(L.LightningModule):
             self.potential, pos, batch.z, batch.batch, batch.num_graphs, training=training
         )
 
-    def _loss(self, error: torch.Tensor) -> torch.Tensor:
-        """Loss of (prediction - target) errors, divided by the error scale when normalising."""
-        error = error / self._error_scale
+    def _loss(self, error: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        """Loss of (prediction - target) errors divided by ``scale`` (default: the force normaliser)."""
+        error = error / (self._error_scale if scale is None else scale)
         if self.hparams.loss == "huber":
             return F.huber_loss(error, torch.zeros_like(error), delta=self.hparams.huber_delta)
         return error.square().mean()
@@ -124,11 +132,10 @@ class ForceFieldTask(L.LightningModule):
         datamodule = self.trainer.datamodule
         train, val = datamodule.train_set, datamodule.val_set
         self.run_record = describe_run(self.potential, datamodule)
+        self._fit_start = time.perf_counter()
         if self.potential.trainable:
             self.potential.fit_to_data(train, val)
-            self._error_scale = force_rms([train.F]) if self.hparams.normalize_loss else 1.0
-            if not self._error_scale > 0:
-                self._error_scale = 1.0
+            self._error_scale, self._energy_scale = self._loss_scales(train)
             return
         ignored = {k: self.hparams[k] for k in ("lr", "weight_decay", "scheduler", "warmup_steps")}
         logger.info(
@@ -154,7 +161,7 @@ class ForceFieldTask(L.LightningModule):
         energy_error = energy - batch.energy.to(energy.dtype)
         if self.hparams.energy_loss == "per_atom":
             energy_error = energy_error / counts.to(energy.dtype)
-        loss_e = self._loss(energy_error)
+        loss_e = self._loss(energy_error, self._energy_scale)
         loss_f = self._loss(forces - batch.forces.to(forces.dtype))
         loss = self.hparams.energy_weight * loss_e + self.hparams.force_weight * loss_f
         self._errors["train"].update(energy, batch.energy, counts, forces, batch.forces)
@@ -163,6 +170,20 @@ class ForceFieldTask(L.LightningModule):
         self.log("train/energy_loss", loss_e, batch_size=size)
         self.log("train/force_loss", loss_f, batch_size=size)
         return loss
+
+    def _loss_scales(self, train) -> tuple[float, float]:
+        """(force, energy) loss normalisers of a training set (1.0 each without normalisation)."""
+        if not self.hparams.normalize_loss:
+            return 1.0, 1.0
+        force = force_rms([train.F])
+        force = force if force > 0 else 1.0
+        if self.hparams.energy_error_scale == "force_rms":
+            return force, force
+        energies = np.asarray(train.E, dtype=np.float64).reshape(-1)
+        if self.hparams.energy_loss == "per_atom":
+            energies = energies / len(train.z)
+        energy = float(np.std(energies))
+        return force, energy if energy > 0 else force
 
     # --- the recipe: learning rate, gradient diagnostics ----------------------------------------------
     def budget_progress(self) -> float:
@@ -276,6 +297,8 @@ class ForceFieldTask(L.LightningModule):
         self._log_epoch("val")
         if self.trainer.sanity_checking or not self.potential.trainable:
             return
+        if self.trainer.state.fn == "fit":
+            self.log("val/elapsed_s", time.perf_counter() - self._fit_start)  # wall time since fit start
         # training-set errors of the batches since the previous validation (weights as trained, no EMA)
         train = self._errors["train"].compute()
         self._errors["train"].reset()

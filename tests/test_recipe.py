@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,7 @@ def test_normalised_per_atom_loss_by_hand() -> None:
         ({"scheduler": "linear"}, "scheduler"),
         ({"energy_loss": "per_frame"}, "energy_loss"),
         ({"loss": "l1"}, "loss"),
+        ({"energy_error_scale": "max"}, "energy_error_scale"),
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"lr": 1e-4, "min_lr": 1e-3}, "min_lr"),
     ],
@@ -75,3 +77,17 @@ def test_ema_warmup_forgets_the_initial_weights() -> None:
     assert bool(flags.round() == 1)  # bool buffers (seen elements) survive the update
     with pytest.raises(ValueError, match="decay"):
         ExponentialMovingAverage(decay=1.0)
+
+
+def test_loss_scales_by_hand() -> None:
+    class Train:  # what the task reads of a training set: energies [n_frames], forces, atoms
+        E = np.array([1.0, 3.0, 5.0, 7.0])  # kcal/mol; std sqrt(5)
+        F = np.full((4, 2, 3), 2.0)  # kcal/mol/Å; RMS 2
+        z = np.array([1, 8])
+
+    assert tiny_task(normalize_loss=False)._loss_scales(Train) == (1.0, 1.0)
+    assert tiny_task(energy_error_scale="force_rms")._loss_scales(Train) == pytest.approx((2.0, 2.0))
+    per_atom = tiny_task(energy_error_scale="energy_std", energy_loss="per_atom")._loss_scales(Train)
+    assert per_atom == pytest.approx((2.0, np.sqrt(5.0) / 2))
+    total = tiny_task(energy_error_scale="energy_std", energy_loss="total")._loss_scales(Train)
+    assert total == pytest.approx((2.0, np.sqrt(5.0)))

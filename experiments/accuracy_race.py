@@ -1,0 +1,268 @@
+"""The accuracy race: GeoPaTra against MACE at equal wall-clock, sGDML on the same frames.
+
+    python experiments/accuracy_race.py --fast                     # smoke test of the pipeline (~5 min)
+    python experiments/accuracy_race.py --cells ala3:200:0 ala3:200:1   # parts of the full race
+    python experiments/accuracy_race.py                            # every missing cell (about 6 h)
+    python experiments/accuracy_race.py --report                   # the report from the rows present
+
+A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``) and MACE (32 channels,
+L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
+last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
+own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
+(validation every 200 steps included); MACE is killed at T after its log says training started, and
+gets as many epochs as one calibration run (2 epochs, alone, cached per data and M) says fit in T,
+so its Stage Two runs. Each is tested at its best validation checkpoint. geopatra-sGDML
+(``configs/sgdml.yaml``, σ from {10, 20, 40} on the validation frames, exact solve) is fitted once per
+(data, M) on the same frames. T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``);
+T = 60 s, ethanol M = 50, one seed in ``--fast``, which is a smoke test, not an accuracy result.
+
+Frames: ``bench_common.nested_splits`` (seed 0): 50 validation and 500 test frames, the same for every
+M, model and seed; training sets nested. Rows (one JSON per run) go to
+``experiments/results/accuracy_race/<mode>/`` and are meant to be committed as each part ends;
+``experiments/results/accuracy_race[_fast].{md,png,json}`` is rewritten from every row present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import bench_common as bc
+import numpy as np
+import timed_runs as tr
+
+CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
+MACE_BATCH = 5
+N_VAL, N_TEST = 50, 500
+PLANS = {
+    "full": {"sizes": {"ala3": [50, 200, 1000], "ethanol": [50, 200]}, "seeds": {50: 3, 200: 3, 1000: 2},
+             "budget": {50: 1200.0, 200: 1200.0, 1000: 3600.0}},
+    "fast": {"sizes": {"ethanol": [50]}, "seeds": {50: 1}, "budget": {50: 60.0}},
+}
+
+
+def cells(mode: str) -> list[tuple[str, int, int]]:
+    plan = PLANS[mode]
+    return [(key, m, seed) for key, sizes in plan["sizes"].items() for m in sizes for seed in range(plan["seeds"][m])]
+
+
+def row_path(rows_dir: Path, key: str, m: int, seed: int, model: str) -> Path:
+    return rows_dir / f"{key}_M{m}_seed{seed}_{model.replace(' ', '_').replace('-', '_')}.json"
+
+
+def split_for(key: str, m: int, mode: str, work: Path) -> Path:
+    return bc.nested_splits(bc.DATASETS[key], PLANS[mode]["sizes"][key], N_VAL, N_TEST, work)[m]
+
+
+def mace_epochs(key: str, m: int, budget: float, rows_dir: Path, work: Path, mode: str) -> int:
+    """Epochs of MACE that fit in ``budget``: from a 2-epoch calibration run (cached per data and M)."""
+    path = rows_dir / f"calibration_{key}_M{m}.json"
+    if not path.exists():
+        run_dir = work / "calibration" / f"{key}_M{m}"
+        split = split_for(key, m, mode, work)
+        tr.run_together([tr.mace_job(bc.DATASETS[key], split, run_dir, budget_s=None, seed=0, core=0, epochs=2,
+                                     batch_size=MACE_BATCH)])
+        side = json.loads((run_dir / "side.json").read_text())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"data": key, "M": m, "epochs": 2, "train_s": side["train_s"],
+                                    "s_per_epoch": side["train_s"] / 2}, indent=1))
+    s_per_epoch = json.loads(path.read_text())["s_per_epoch"]
+    return max(4, int(budget / s_per_epoch))
+
+
+def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path) -> None:
+    """GeoPaTra and MACE side by side for T, then geopatra-sGDML once per (data, M)."""
+    data, budget = bc.DATASETS[key], PLANS[mode]["budget"][m]
+    split = split_for(key, m, mode, work)
+    paths = {name: row_path(rows_dir, key, m, seed, name) for name in (bc.GEOPATRA_NN, bc.MACE)}
+    if not all(p.exists() for p in paths.values()):
+        epochs = mace_epochs(key, m, budget, rows_dir, work, mode)
+        cores = {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
+        run = work / "runs" / mode / f"{key}_M{m}_seed{seed}"
+        jobs = [tr.geopatra_job(bc.GEOPATRA_NN, data, split, run / "geopatra", budget_s=budget, seed=seed,
+                                core=cores[bc.GEOPATRA_NN], overrides=[], config=CONFIG),
+                tr.mace_job(data, split, run / "mace", budget_s=budget, seed=seed, core=cores[bc.MACE],
+                            epochs=epochs, batch_size=MACE_BATCH)]
+        load_before = tr.load_average()
+        walls = tr.run_together(jobs)
+        load_after = tr.load_average()
+        rows = [
+            tr.geopatra_row(bc.GEOPATRA_NN, data, split, run / "geopatra", config=CONFIG, overrides=[],
+                            fit_wall_s=walls[bc.GEOPATRA_NN], budget_s=budget, seed=seed, core=cores[bc.GEOPATRA_NN]),
+            tr.mace_row(data, split, run / "mace", fit_wall_s=walls[bc.MACE], budget_s=budget, seed=seed,
+                        core=cores[bc.MACE], batch_size=MACE_BATCH) | {"epochs_planned": epochs},
+        ]
+        for row in rows:
+            row.update(load_before=load_before, load_after=load_after)
+            save(paths[row["model"]], row)
+    sgdml_path = row_path(rows_dir, key, m, 0, bc.GEOPATRA_SGDML)
+    if not sgdml_path.exists():
+        row = bc.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=1, work=work)
+        save(sgdml_path, {**row, "seed": 0, "load_after": tr.load_average()})
+
+
+def save(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=1))
+    print(f"{row['data']:>8} M={row['M']:<5} seed {row.get('seed', 0)} {row['model']:<15} "
+          f"test F MAE {row['test_F_mae']:8.3f} kcal/mol/Å  E MAE {row['test_E_mae']:8.3f} kcal/mol", flush=True)
+
+
+# ------------------------------------------------------------------------------------- report ----
+
+
+def energy_std(key: str, split_file: str) -> float:
+    """Standard deviation [kcal/mol] of the test frames' energies."""
+    from geopatra.data import read_dataset
+
+    with np.load(bc.ROOT / split_file) as s:
+        test = s["test"]
+    return float(np.std(read_dataset(bc.DATASETS[key].path).E[test]))
+
+
+def stats(values: list[float]) -> tuple[float, float]:
+    """Mean and half range (the seed spread)."""
+    return float(np.mean(values)), float(np.ptp(values) / 2) if len(values) > 1 else 0.0
+
+
+def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*_M*_seed*.json"))]
+    groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["M"]), {}).setdefault(r["model"], []).append(r)
+    header = ["data", "M", "model", "seeds", "test F MAE [kcal/mol/Å]", "GeoPaTra / MACE (F)", "test E MAE [kcal/mol]",
+              "E MAE / test E std", "E MAE per atom [kcal/mol]", "train F MAE [kcal/mol/Å]", "steps",
+              "step time [ms]", "notes"]
+    table_rows, verdicts = [], []
+    for (key, m), models in sorted(groups.items()):
+        std = energy_std(key, next(iter(models.values()))[0]["split_file"])
+        mean_f = {name: stats([r["test_F_mae"] for r in rs]) for name, rs in models.items()}
+        for name in (bc.GEOPATRA_NN, bc.MACE, bc.GEOPATRA_SGDML):
+            if name not in models:
+                continue
+            rs = models[name]
+            f, e = mean_f[name], stats([r["test_E_mae"] for r in rs])
+            ratio = "—"
+            if name == bc.GEOPATRA_NN and bc.MACE in mean_f:
+                ratio = f"{f[0] / mean_f[bc.MACE][0]:.2f}"
+            train = [r.get("train_F_mae_last") for r in rs if r.get("train_F_mae_last") is not None]
+            steps = [r["steps"] for r in rs if r.get("steps")]
+            step_t = [r["step_time_s"] for r in rs if r.get("step_time_s")]
+            if name == bc.GEOPATRA_SGDML:
+                note = f"σ = {rs[0]['sigma']:g}, {rs[0]['n_perms']} perms, fit {rs[0]['fit_wall_s']:.0f} s"
+            elif name == bc.MACE:
+                note = (f"{rs[0]['mace_args']}, batch {rs[0]['batch_size']}, epochs "
+                        f"{'/'.join(str(len(r['curve'])) for r in rs)}, killed at T: "
+                        f"{'/'.join('yes' if r['killed_at_budget'] else 'no' for r in rs)}")
+            else:
+                note = f"T = {rs[0]['budget_s']:.0f} s, `{rs[0]['config']}`"
+            table_rows.append([
+                key, m, name, len(rs), f"{f[0]:.3g} ± {f[1]:.2g}", ratio, f"{e[0]:.3g} ± {e[1]:.2g}",
+                f"{e[0] / std:.2f}", f"{e[0] / _atoms(key):.3g}",
+                f"{np.mean(train):.3g}" if train else "—", f"{np.mean(steps):.0f}" if steps else "—",
+                f"{1e3 * np.mean(step_t):.0f}" if step_t else "—", note,
+            ])
+        if bc.GEOPATRA_NN in mean_f and bc.MACE in mean_f:
+            (g, gs), (mm, ms) = mean_f[bc.GEOPATRA_NN], mean_f[bc.MACE]
+            seeds = min(len(models[bc.GEOPATRA_NN]), len(models[bc.MACE]))
+            if seeds < 2:
+                outcome = "one seed: no verdict"
+            elif abs(g - mm) <= gs + ms:
+                outcome = "within the seed spread: no winner"
+            else:
+                outcome = "GeoPaTra lower" if g < mm else "MACE lower"
+            verdicts.append(f"- {key}, M = {m}: GeoPaTra {g:.3g} ± {gs:.2g}, MACE {mm:.3g} ± {ms:.2g} kcal/mol/Å "
+                            f"({seeds} seed(s)): **{outcome}**; GeoPaTra test E MAE / test E std "
+                            f"{stats([r['test_E_mae'] for r in models[bc.GEOPATRA_NN]])[0] / std:.2f} "
+                            "(target ≤ 0.3).")
+    for key in sorted({k for k, _ in groups}):
+        f50, f200 = (groups.get((key, m), {}).get(bc.GEOPATRA_NN) for m in (50, 200))
+        if f50 and f200:
+            ratio = stats([r["test_F_mae"] for r in f200])[0] / stats([r["test_F_mae"] for r in f50])[0]
+            verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) = {ratio:.2f} (target ≤ 0.6).")
+    fig = _figure(plt, groups)
+    body = [
+        "GeoPaTra and MACE trained **at the same time for the same wall-clock budget T**, each pinned to its "
+        "own core with one thread (cores swapped between seeds), tested at their best validation checkpoint; "
+        "geopatra-sGDML fitted on the same frames. ± is half the range over seeds; a difference inside the "
+        "seed spread is not a result. See the module docstring of `experiments/accuracy_race.py` for the "
+        "protocol, and `experiments/results/geopatra_ablation.md` for the GeoPaTra options chosen.",
+        f"Runs finished {bc.run_span(rows) if rows else '—'}; load average (1 min) before the pairs: "
+        + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in rows if 'load_before' in r})) + ".",
+        "Frames: " + "; ".join(sorted({f"{r['data']} M = {r['M']}: `{r['split_file']}` (train "
+                                        f"{r['train_sha']}, test {r['test_sha']})" for r in rows})) + ".",
+    ]
+    if mode == "fast":
+        body += ["", "**Fast mode: a smoke test of the race's pipeline (60 s per model), not an accuracy result.**"]
+    body += ["", *bc.table(header, table_rows), "", "Verdicts:", *verdicts]
+    return bc.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
+                           body, rows, fig)
+
+
+def _atoms(key: str) -> int:
+    from geopatra.data import read_dataset
+
+    return len(read_dataset(bc.DATASETS[key].path).z)
+
+
+def _figure(plt, groups):
+    """Validation force MAE against wall time per (data, M), and test force MAE against M."""
+    keys = sorted(groups)
+    fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.5 * (len(keys) + 1), 4.2), squeeze=False)
+    colors = {bc.GEOPATRA_NN: "tab:blue", bc.MACE: "tab:orange", bc.GEOPATRA_SGDML: "tab:green"}
+    for ax, (key, m) in zip(axes[0], keys):
+        for name, rs in groups[(key, m)].items():
+            for r in rs:
+                curve = np.asarray(r.get("curve") or np.zeros((0, 2)))
+                if name == bc.GEOPATRA_SGDML:
+                    ax.axhline(r["test_F_mae"], color=colors[name], ls=":", label=f"{name} (test)")
+                elif len(curve):
+                    ax.plot(curve[:, 0], curve[:, 1], color=colors[name], alpha=0.8,
+                            label=name if r is rs[0] else None)
+        ax.set(title=f"{key}, M = {m}", xlabel="training wall time [s]", ylabel="validation F MAE [kcal/mol/Å]",
+               yscale="log")
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    for name, color in colors.items():
+        for key, marker in (("ala3", "o"), ("ethanol", "s")):
+            pts = sorted((m, stats([r["test_F_mae"] for r in g[name]])[0]) for (k, m), g in groups.items()
+                         if k == key and name in g)
+            if pts:
+                ax.plot(*zip(*pts), marker=marker, color=color, label=f"{name}, {key}")
+    ax.set(xscale="log", yscale="log", xlabel="training frames M", ylabel="test F MAE [kcal/mol/Å]",
+           title="test force MAE (mean over seeds)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--fast", dest="mode", action="store_const", const="fast", help="smoke test (minutes)")
+    mode.add_argument("--full", dest="mode", action="store_const", const="full", help="the race (default)")
+    parser.set_defaults(mode="full")
+    parser.add_argument("--cells", nargs="*", default=None, help="data:M:seed parts to run (default: all missing)")
+    parser.add_argument("--report", action="store_true", help="only rewrite the report from the rows present")
+    parser.add_argument("--work-dir", type=Path, default=bc.EXPERIMENTS / "work" / "race")
+    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    args = parser.parse_args()
+    rows_dir = args.results_dir / "accuracy_race" / args.mode
+    if not args.report:
+        todo = cells(args.mode) if args.cells is None else [
+            (k, int(m), int(s)) for k, m, s in (c.split(":") for c in args.cells)]
+        for key, m, seed in todo:
+            if key not in PLANS[args.mode]["sizes"] or m not in PLANS[args.mode]["sizes"][key]:
+                parser.error(f"cell {key}:{m}:{seed} is not in the {args.mode} plan")
+            run_cell(key, m, seed, args.mode, rows_dir, args.work_dir)
+    print(write_report(rows_dir, args.results_dir, args.mode))
+
+
+if __name__ == "__main__":
+    main()
