@@ -105,7 +105,8 @@ def geopatra_row(name: str, data: bc.BenchData, split_file: Path, run_dir: Path,
     steps = _global_step(run_dir / "checkpoints" / "last.ckpt")
     train_f = logged.get("train/force_mae_kcal_mol_A", [])
     return {
-        "model": name, "data": data.key, "M": facts["n_train"], "seed": seed, **facts, "budget_s": budget_s,
+        "model": name, "data": data.key, "M": facts["n_train"], **facts, "split_seed": facts["seed"], "seed": seed,
+        "budget_s": budget_s,
         "test_F_mae": metrics["force_mae_kcal_mol_A"], "test_E_mae": metrics["energy_mae_kcal_mol"],
         "test_E_mae_per_atom": metrics["energy_mae_per_atom_kcal_mol"],
         "train_F_mae_last": train_f[-1] if train_f else None, "steps": steps,
@@ -156,6 +157,7 @@ def mace_row(data: bc.BenchData, split_file: Path, run_dir: Path, *, fit_wall_s:
     (run_dir / "frames.npz").unlink(missing_ok=True)
     epochs_done = len(out.get("curve", []))
     steps = epochs_done * -(-facts["n_train"] // batch_size)
-    return {"model": bc.MACE, "data": data.key, "M": facts["n_train"], "seed": seed, **facts, **out,
+    return {"model": bc.MACE, "data": data.key, "M": facts["n_train"], **facts, **out, "split_seed": facts["seed"],
+            "seed": seed,
             "budget_s": budget_s, "fit_wall_s": fit_wall_s, "steps": steps,
             "step_time_s": out["train_s"] / steps if steps else None, "core": core, "batch_size": batch_size}
