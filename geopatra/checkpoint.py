@@ -38,6 +38,7 @@ def describe_run(potential: Potential, datamodule) -> dict[str, Any]:
             "name": dataset.name,
             "theory": dataset.theory,
             "source": str(Path(dataset.source).resolve()) if dataset.source else "",
+            "source_units": dataset.source_units.as_dict(),  # the units the file was read in
             "z": dataset.z.tolist(),
         },
         "split": {key: getattr(split, key).tolist() for key in ("train", "val", "test")},

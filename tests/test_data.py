@@ -60,9 +60,69 @@ def test_md17_npz_without_units_logs_convention(data_dir, caplog):
 
 
 def test_rmd17_extxyz_lowercase_energy(data_dir):
-    ds = read_dataset(data_dir / "rmd17_ethanol_100.xyz")
+    """rMD17 converted to extxyz stores kcal/mol under ASE's `energy` key: it needs its unit named."""
+    ds = read_dataset(data_dir / "rmd17_ethanol_100.xyz", energy_unit="kcal/mol")
     assert (ds.n_frames, ds.n_atoms) == (100, 9)
     assert ds.E[0] == pytest.approx(-97079.92222178938)
+    as_ase = read_dataset(data_dir / "rmd17_ethanol_100.xyz")  # ASE's key, so ASE's unit: eV
+    assert as_ase.source_units.energy == "eV"
+    assert as_ase.E[0] == pytest.approx(-97079.92222178938 * KCAL_PER_EV)
+
+
+def _frames_in_ev(data_dir, n: int = 3):
+    """The first frames of the MD22 file (kcal/mol) and their energies and forces in eV."""
+    from ase.io import read
+
+    frames = read(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz", index=f":{n}")
+    reference = read_extxyz(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz")
+    return frames, reference.E[:n] / KCAL_PER_EV, reference.F[:n] / KCAL_PER_EV, reference
+
+
+@pytest.mark.parametrize("dialect", ["ase_calculator", "mace"])
+def test_ase_and_mace_extxyz_files_are_read_in_ev(dialect, tmp_path, data_dir, caplog):
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    frames, e_ev, f_ev, reference = _frames_in_ev(data_dir)
+    for atoms, e, f in zip(frames, e_ev, f_ev):
+        atoms.info.pop("Energy", None)
+        atoms.arrays.pop("forces", None)
+        atoms.calc = None
+        if dialect == "mace":
+            atoms.info["REF_energy"], atoms.arrays["REF_forces"] = float(e), f.copy()
+        else:  # what any ASE calculator leaves, written by ase.io
+            atoms.calc = SinglePointCalculator(atoms, energy=float(e), forces=f.copy())
+    path = tmp_path / f"{dialect}.extxyz"
+    write(path, frames, format="extxyz")
+    with caplog.at_level("INFO"):
+        ds = read_dataset(path)
+    assert ds.source_units.energy == "eV" and "read as eV" in caplog.text
+    np.testing.assert_allclose(ds.E, reference.E[:3], rtol=1e-12)
+    np.testing.assert_allclose(ds.F, reference.F[:3], rtol=0, atol=1e-6)  # ase.io writes 8 decimals (eV/Å)
+    assert "eV" in ds.summary()
+
+
+def test_sgdml_style_extxyz_stays_kcal_per_mol(data_dir):
+    ds = read_dataset(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz")  # Energy= (capital E)
+    assert ds.source_units.energy == "kcal/mol"
+    assert ds.E[0] == pytest.approx(-620726.002662)
+
+
+def test_forces_key_and_its_errors(tmp_path, data_dir):
+    from ase.io import write
+
+    frames, _, _, reference = _frames_in_ev(data_dir)
+    for atoms in frames:  # ase.io moved the forces column into a single-point calculator
+        atoms.arrays["my_forces"] = atoms.get_forces()
+        atoms.calc = None
+    path = tmp_path / "keys.extxyz"
+    write(path, frames, format="extxyz")
+    with pytest.raises(MissingKeyError, match=r"--data\.forces_key"):
+        read_dataset(path)
+    ds = read_dataset(path, forces_key="my_forces")
+    np.testing.assert_allclose(ds.F, reference.F[:3], rtol=1e-12)
+    with pytest.raises(DataError, match="extxyz files only"):
+        read_dataset(data_dir / "md17_ethanol_2000.npz", forces_key="F")
 
 
 def test_extxyz_explicit_energy_key_and_missing_key(data_dir):

@@ -71,8 +71,10 @@ class MolecularDataModule(L.LightningDataModule):
         eval_batch_size: molecules per validation/test batch (default: ``batch_size``).
         split_file: an existing ``split.npz`` to reuse. Without it, ``<run dir>/split.npz`` is reused
             when it exists and belongs to this dataset, so fit, validate and test see the same frames.
-        length_unit, energy_unit: override the file's units (npz ``r_unit``/``e_unit``; extxyz default
-            Å and kcal/mol). energy_key: extxyz energy key (default ``energy``, then ``Energy``).
+        length_unit, energy_unit: override the file's units (npz ``r_unit``/``e_unit``, else Å and
+            kcal/mol; extxyz: Å and the unit of the energy key's dialect, see ``geopatra.data.extxyz``).
+        energy_key, forces_key: extxyz keys (default ``REF_energy``/``energy``/``Energy`` and
+            ``REF_forces``/``forces``).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class MolecularDataModule(L.LightningDataModule):
         length_unit: str | None = None,
         energy_unit: str | None = None,
         energy_key: str | None = None,
+        forces_key: str | None = None,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -102,6 +105,7 @@ class MolecularDataModule(L.LightningDataModule):
             "length_unit": length_unit,
             "energy_unit": energy_unit,
             "energy_key": energy_key,
+            "forces_key": forces_key,
         }
         self.num_workers = num_workers
         self.dataset: MolecularDataset | None = None

@@ -1,12 +1,25 @@
 """Reader for extended-XYZ trajectories (through ``ase.io``) with energies and forces.
 
-The energy is looked up in ``atoms.info`` (or the values ASE moved into its single-point calculator)
-under ``energy_key``; by default ``energy`` then ``Energy`` (MD22 writes ``Energy=``). Forces come from
-the per-atom ``forces`` array. Units default to Å and kcal/mol, as in the MD22 and rMD17 extxyz files.
+Keys: the energy is looked up in ``atoms.info`` (or the values ASE moved into its single-point
+calculator) under ``energy_key``, by default the first of ``REF_energy`` (MACE), ``energy`` (ASE) and
+``Energy`` (MD22, sGDML's xyz export); forces under ``forces_key``, by default ``REF_forces`` then
+``forces``.
+
+Units, unless given (``length_unit``, ``energy_unit``), follow the dialect of the energy key, so that
+a file written by ASE or for MACE reads as its authors meant it:
+
+- ``REF_energy`` and ``energy``: ASE's units, eV and eV/Å (what ``ase.io.write`` stores for any ASE
+  calculator, and what MACE trains on);
+- ``Energy``: the sGDML convention, kcal/mol and kcal/mol/Å (MD22 and sGDML's own xyz exports).
+
+Positions are in Å in both. A kcal/mol file that uses ASE's ``energy`` key (e.g. a converted rMD17
+trajectory) needs ``energy_unit="kcal/mol"`` (``--data.energy_unit kcal/mol``); the units assumed are
+stored with the dataset, shown by ``geopatra summary`` and logged when a run reads the file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,7 +30,12 @@ from geopatra.data.npz import convert_to_internal
 from geopatra.errors import DataError, MissingKeyError, ShapeError
 from geopatra.units import Units
 
-DEFAULT_ENERGY_KEYS = ("energy", "Energy")
+logger = logging.getLogger(__name__)
+
+DEFAULT_ENERGY_KEYS = ("REF_energy", "energy", "Energy")
+DEFAULT_FORCES_KEYS = ("REF_forces", "forces")
+#: Energy unit a file means when it names its energy with this key (see the module docstring).
+ENERGY_UNIT_OF_KEY = {"REF_energy": "eV", "energy": "eV", "Energy": "kcal/mol"}
 
 
 def _frame_value(atoms, key: str):
@@ -36,16 +54,17 @@ def read_extxyz(
     path: str | os.PathLike,
     *,
     energy_key: str | None = None,
-    forces_key: str = "forces",
+    forces_key: str | None = None,
     length_unit: str | None = None,
     energy_unit: str | None = None,
 ) -> MolecularDataset:
     """Read an extxyz trajectory into a validated :class:`MolecularDataset` (Å, kcal/mol).
 
     Args:
-        energy_key: key of the per-frame energy; ``None`` tries ``energy`` then ``Energy``.
-        forces_key: name of the per-atom force column.
-        length_unit, energy_unit: units of the file (default Å and kcal/mol).
+        energy_key: key of the per-frame energy; ``None`` tries ``REF_energy``, ``energy``, ``Energy``.
+        forces_key: name of the per-atom force column; ``None`` tries ``REF_forces``, ``forces``.
+        length_unit, energy_unit: units of the file; by default Å and the unit of the energy key's
+            dialect (eV for ``REF_energy``/``energy``, kcal/mol for ``Energy``; see the module docstring).
     """
     import ase.io
 
@@ -59,8 +78,10 @@ def read_extxyz(
     if not frames:
         raise DataError(f"{path}: holds no frames")
     keys = (energy_key,) if energy_key else DEFAULT_ENERGY_KEYS
+    force_keys = (forces_key,) if forces_key else DEFAULT_FORCES_KEYS
     n_atoms = len(frames[0])
     energies, forces, positions = [], [], []
+    used_energy_key = None
     for index, atoms in enumerate(frames):
         if len(atoms) != n_atoms or not np.array_equal(atoms.numbers, frames[0].numbers):
             raise ShapeError(
@@ -68,22 +89,35 @@ def read_extxyz(
                 f"expected {n_atoms} atoms {frames[0].get_chemical_formula()} in the same order as "
                 "frame 0. A dataset holds one molecule."
             )
-        energy = next((v for v in (_frame_value(atoms, k) for k in keys) if v is not None), None)
-        if energy is None:
+        key = next((k for k in keys if _frame_value(atoms, k) is not None), None)
+        if key is None:
             raise MissingKeyError(
                 f"{path}: frame {index} has no energy under {list(keys)}; found info keys "
                 f"{sorted(atoms.info)}. Pass energy_key (--data.energy_key) naming the right one."
             )
-        force = _frame_value(atoms, forces_key)
+        if used_energy_key is not None and key != used_energy_key:
+            raise DataError(
+                f"{path}: frame {index} holds its energy under {key!r}, frame 0 under {used_energy_key!r}; "
+                "pass --data.energy_key to choose one"
+            )
+        used_energy_key, energy = key, _frame_value(atoms, key)
+        force = next((v for v in (_frame_value(atoms, k) for k in force_keys) if v is not None), None)
         if force is None:
             raise MissingKeyError(
-                f"{path}: frame {index} has no per-atom {forces_key!r} column; found "
-                f"{sorted(atoms.arrays)}. Pass forces_key naming the force column."
+                f"{path}: frame {index} has no per-atom force column under {list(force_keys)}; found "
+                f"{sorted(atoms.arrays)}. Pass forces_key (--data.forces_key) naming the force column."
             )
         energies.append(float(np.asarray(energy).reshape(-1)[0]))
         forces.append(np.asarray(force, dtype=np.float64))
         positions.append(atoms.get_positions())
-    units = Units(length_unit or "Ang", energy_unit or "kcal/mol")
+    assumed = energy_unit is None
+    energy_unit = energy_unit or ENERGY_UNIT_OF_KEY.get(used_energy_key, "kcal/mol")
+    units = Units(length_unit or "Ang", energy_unit)
+    if assumed:
+        logger.info(
+            "%s: energies under %r read as %s (forces %s/Å), the unit of that key's dialect; "
+            "pass --data.energy_unit if the file means another", path.name, used_energy_key, energy_unit, energy_unit,
+        )
     R, E, F = convert_to_internal(np.stack(positions), np.array(energies), np.stack(forces), units)
     return MolecularDataset(
         R=R,

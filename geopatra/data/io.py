@@ -42,16 +42,17 @@ def read_dataset(
     length_unit: str | None = None,
     energy_unit: str | None = None,
     energy_key: str | None = None,
+    forces_key: str | None = None,
 ) -> MolecularDataset:
     """Read npz (sGDML/MD22) or extxyz into a :class:`MolecularDataset`; format from the file suffix."""
     file = resolve_path(path)
     suffix = file.suffix.lower()
     if suffix == ".npz":
-        if energy_key is not None:
-            raise DataError(f"{file}: energy_key applies to extxyz files only; npz energies are 'E'")
+        if energy_key is not None or forces_key is not None:
+            raise DataError(f"{file}: energy_key and forces_key apply to extxyz files only; npz uses 'E' and 'F'")
         return read_npz(file, length_unit=length_unit, energy_unit=energy_unit)
     if suffix in (".xyz", ".extxyz"):
         return read_extxyz(
-            file, energy_key=energy_key, length_unit=length_unit, energy_unit=energy_unit
+            file, energy_key=energy_key, forces_key=forces_key, length_unit=length_unit, energy_unit=energy_unit
         )
     raise DataError(f"{file}: unknown format {suffix!r}; expected .npz, .xyz or .extxyz")
