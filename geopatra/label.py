@@ -141,7 +141,7 @@ def label_molecule(
         source: provenance stored in the file, e.g. ``"smiles:CCO"`` or ``"xyz:start.xyz"``.
         checkpoint_every: write the checkpoint every this many frames' worth of MD steps.
         overwrite: replace an existing ``output`` (otherwise FileExistsError).
-        progress: show a tqdm bar (frames written / total).
+        progress: show a tqdm bar over the MD steps (equilibration included), frames written as postfix.
 
     Returns:
         ``output`` as a Path.
@@ -203,16 +203,14 @@ def label_molecule(
         rng=rng,
     )
     every = checkpoint_every * settings.stride
-    with tqdm(
-        total=settings.frames,
-        initial=n_done,
-        unit="frame",
-        disable=not progress,
-        desc=f"label {name}",
-    ) as bar:
+    with tqdm(total=settings.total_steps, initial=step, unit="step", disable=not progress, desc=f"label {name}") as bar:
         while step < settings.total_steps:
             dynamics.step()
             step += 1
+            bar.update(1)
+            if step <= settings.equilibration_steps or step % settings.stride == 0:
+                phase = "equilibrating" if step <= settings.equilibration_steps else "frames"
+                bar.set_postfix_str(f"{phase}, {n_done}/{settings.frames} frames", refresh=False)
             after_equilibration = step - settings.equilibration_steps
             if after_equilibration > 0 and after_equilibration % settings.stride == 0:
                 R[n_done] = atoms.get_positions()
@@ -224,7 +222,6 @@ def label_molecule(
                         "lower --timestep or --temperature."
                     )
                 n_done += 1
-                bar.update(1)
             if step % every == 0 and step < settings.total_steps:
                 state = {
                     "step": np.int64(step),
@@ -313,6 +310,8 @@ def _parser() -> argparse.ArgumentParser:
         help="seed of the embedding, velocities and thermostat",
     )
     parser.add_argument("--calculator", choices=sorted(TBLITE_METHODS), default="gfn2")
+    parser.add_argument("--charge", type=int, default=None, help="net charge [e] (default: the SMILES', or 0)")
+    parser.add_argument("--multiplicity", type=int, default=None, help="2S + 1 (default: the SMILES', or 1)")
     parser.add_argument(
         "--checkpoint-every", type=int, default=100, help="frames between checkpoints"
     )
@@ -369,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         atoms = atoms_from_file(args.xyz)
         source, name = f"xyz:{args.xyz.name}", args.name or args.xyz.stem
-    calculator, theory = reference_calculator(args.calculator)
+    charge = atoms.info.get("charge", 0) if args.charge is None else args.charge
+    multiplicity = atoms.info.get("multiplicity", 1) if args.multiplicity is None else args.multiplicity
+    calculator, theory = reference_calculator(args.calculator, charge=charge, multiplicity=multiplicity)
     try:
         label_molecule(
             atoms,

@@ -44,10 +44,9 @@ class ForceFieldTask(L.LightningModule):
 
     Args:
         potential: the model (``class_path`` + ``init_args`` in YAML).
-        energy_weight: weight of the energy term of the loss [per (kcal/mol)²].
-        force_weight: weight of the force term of the loss [per (kcal/mol/Å)²].
-        energy_weight: weight of the energy term of the loss.
-        force_weight: weight of the force term of the loss.
+        energy_weight, force_weight: weights of the energy and force terms of the loss (of the
+            squared normalised errors by default; per (kcal/mol)² and (kcal/mol/Å)² without
+            normalisation).
         loss: ``mse`` or ``huber`` (``huber_delta`` in the units of the (normalised) errors).
         energy_loss: ``per_atom`` (energy error divided by the molecule's atom count, as MACE does)
             or ``total`` (per molecule).

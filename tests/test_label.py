@@ -295,3 +295,33 @@ def test_bundled_dataset_is_consistent():
         report = trajectory_report(R[::10], z, E[::10], F[::10])
     assert report.frames_with_changed_bonds == 0 and report.min_distance > 0.7
     assert path.stat().st_size <= 5_000_000
+
+
+def test_charged_smiles_is_labelled_with_its_charge(tmp_path):
+    pytest.importorskip("rdkit")
+    pytest.importorskip("tblite")
+    from geopatra.label import main
+    from geopatra.labeling.calculators import reference_calculator
+    from geopatra.labeling.structures import atoms_from_smiles
+
+    ammonium = atoms_from_smiles("[NH4+]")
+    assert ammonium.info == {"charge": 1, "multiplicity": 1}
+    output = tmp_path / "nh4.npz"
+    argv = ["--smiles", "[NH4+]", "--output", str(output), "--frames", "2", "--stride", "1",
+            "--equilibration-steps", "0", "--no-progress"]
+    assert main(argv) == 0
+    with np.load(output) as data:
+        assert str(data["theory"]).endswith(", charge +1")
+        frame = ammonium.copy()
+        frame.positions = data["R"][0]
+    from ase import units
+
+    energies = {}
+    for charge, multiplicity in ((1, 1), (0, 2)):
+        frame.calc, _ = reference_calculator("gfn2", charge=charge, multiplicity=multiplicity)
+        energies[charge] = frame.get_potential_energy() * units.mol / units.kcal
+    with np.load(output) as data:
+        assert data["E"][0] == pytest.approx(energies[1], abs=1e-3)
+        assert abs(data["E"][0] - energies[0]) > 10.0  # kcal/mol: the neutral radical is another molecule
+    with pytest.raises(ValueError, match="multiplicity"):
+        reference_calculator("gfn2", multiplicity=0)

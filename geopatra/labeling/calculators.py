@@ -15,8 +15,13 @@ CalculatorName = Literal["gfn2", "gfn1"]
 TBLITE_METHODS: dict[str, str] = {"gfn2": "GFN2-xTB", "gfn1": "GFN1-xTB"}
 
 
-def reference_calculator(name: CalculatorName = "gfn2") -> tuple[Calculator, str]:
-    """A tblite calculator for ``name`` and its theory string, e.g. ``"GFN2-xTB (tblite 0.8.0)"``.
+def reference_calculator(
+    name: CalculatorName = "gfn2", charge: int = 0, multiplicity: int = 1
+) -> tuple[Calculator, str]:
+    """A tblite calculator for ``name`` and its theory string, e.g. ``"GFN2-xTB (tblite 0.8.0)"``
+    (``", charge +1"`` and ``", multiplicity 2"`` appended when not 0 and 1).
+
+    ``charge``: net charge [e] of the molecule; ``multiplicity``: 2S + 1.
 
     The calculator is stateless between geometries: tblite's ASE calculator starts each SCF from the
     previous wavefunction, so its results depend (at the SCF tolerance, ~1e-5 kcal/mol) on the
@@ -25,19 +30,23 @@ def reference_calculator(name: CalculatorName = "gfn2") -> tuple[Calculator, str
     uninterrupted one.
 
     Raises:
-        ValueError: unknown ``name``.
+        ValueError: unknown ``name``, or a multiplicity below 1.
         ImportError: tblite is not installed (names the ``label`` extra).
     """
     if name not in TBLITE_METHODS:
         raise ValueError(f"unknown calculator {name!r}; expected one of {sorted(TBLITE_METHODS)}")
+    if multiplicity < 1:
+        raise ValueError(f"multiplicity {multiplicity}; expected 2S + 1 >= 1")
     tblite_ase = import_optional("tblite.ase")
     method = TBLITE_METHODS[name]
-    calc = _stateless(tblite_ase.TBLite)(method=method, verbosity=0)
+    calc = _stateless(tblite_ase.TBLite)(method=method, charge=charge, multiplicity=multiplicity, verbosity=0)
     try:
         version = metadata.version("tblite")
     except metadata.PackageNotFoundError:  # pragma: no cover - installed without metadata
         version = "unknown version"
-    return calc, f"{method} (tblite {version})"
+    extra = f", charge {charge:+d}" if charge else ""
+    extra += f", multiplicity {multiplicity}" if multiplicity != 1 else ""
+    return calc, f"{method} (tblite {version}){extra}"
 
 
 def _stateless(tblite_class: type) -> type:

@@ -36,7 +36,9 @@ def atoms_from_smiles(smiles: str, *, seed: int = 0, mmff_iterations: int = 2000
     """3D structure of ``smiles`` with explicit hydrogens: ETKDGv3 embedding (seeded), MMFF relax.
 
     Args:
-        smiles: SMILES string of one neutral closed-shell molecule (stereo centres are kept).
+        smiles: SMILES string of one molecule (stereo centres are kept). Its net formal charge and
+            spin multiplicity (1 + unpaired electrons) go to ``atoms.info["charge"]`` and
+            ``atoms.info["multiplicity"]``, for the reference calculator.
         seed: random seed of the embedding; the same seed gives the same geometry.
         mmff_iterations: maximum MMFF optimisation steps.
 
@@ -69,12 +71,12 @@ def atoms_from_smiles(smiles: str, *, seed: int = 0, mmff_iterations: int = 2000
         logger.warning("MMFF has no parameters for %s; using the ETKDG geometry unrelaxed", smiles)
     numbers = [atom.GetAtomicNum() for atom in mol.GetAtoms()]
     positions = np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
-    charge = chem.GetFormalCharge(mol)
-    if charge != 0:
-        logger.warning(
-            "%s has formal charge %+d; the reference calculator runs it neutral", smiles, charge
-        )
-    return Atoms(numbers=numbers, positions=positions)
+    descriptors = import_optional("rdkit.Chem.Descriptors")
+    info = {
+        "charge": int(chem.GetFormalCharge(mol)),
+        "multiplicity": 1 + int(descriptors.NumRadicalElectrons(mol)),
+    }
+    return Atoms(numbers=numbers, positions=positions, info=info)
 
 
 def atoms_from_file(path: str | Path, index: int = 0) -> Atoms:

@@ -51,7 +51,8 @@ def solve_cholesky(
         lam: ridge ``λ`` ≥ 0.
         memory_budget_gb: refuse (``SolverError``) if the dense kernel would need more [GiB].
         block_columns: columns assembled per ``operator.columns`` call.
-        progress: show a tqdm bar during assembly.
+        progress: show tqdm bars during assembly and over the Cholesky panels (the one-thread
+            CPU path is a single LAPACK call: it logs its start instead).
 
     Returns:
         ``SolveResult`` with ``iterations = 0``, the relative residual ``||b - (K+λI)x|| / ||b||``
@@ -84,7 +85,7 @@ def solve_cholesky(
     for attempt in range(len(_JITTER) + 1):
         _assemble(operator, K, block_columns, progress)
         K.diagonal().add_(lam + jitter)
-        if _factor_in_place(K):
+        if _factor_in_place(K, progress=progress):
             break
         if attempt == len(_JITTER):
             raise SolverError(
@@ -134,7 +135,7 @@ def _assemble(operator: KernelOperator, K: Tensor, block_columns: int, progress:
 _PANEL = 512
 
 
-def _factor_in_place(K: Tensor, panel: int = _PANEL) -> bool:
+def _factor_in_place(K: Tensor, panel: int = _PANEL, progress: bool = False) -> bool:
     """Overwrite the symmetric ``K`` with its lower Cholesky factor, in place; False on failure.
 
     Left-looking blocked Cholesky: for each column panel ``j:e``, subtract ``L[j:, :j] L[j:e, :j]ᵀ``
@@ -146,10 +147,11 @@ def _factor_in_place(K: Tensor, panel: int = _PANEL) -> bool:
     ``cholesky_ex`` holds a second n² copy.) Same flops, ``n³/3``, on CPU and GPU. With one torch
     thread on CPU, LAPACK ``dpotrf`` in place instead (:func:`_lapack_factor_in_place`).
     """
-    if K.device.type == "cpu" and torch.get_num_threads() == 1:
-        return _lapack_factor_in_place(K)
     n = K.shape[0]
-    for j in range(0, n, panel):
+    if K.device.type == "cpu" and torch.get_num_threads() == 1:
+        logger.info("exact solver: LAPACK dpotrf on n = %d (one call, no progress bar)", n)
+        return _lapack_factor_in_place(K)
+    for j in tqdm(range(0, n, panel), desc="Cholesky panels", disable=not progress, leave=False):
         e = min(j + panel, n)
         if j > 0:
             K[j:, j:e].addmm_(K[j:, :j], K[j:e, :j].T, alpha=-1.0)
