@@ -114,6 +114,45 @@ def symmetry_rows(results: Path) -> list[list[str]]:
     return out
 
 
+def race_rows(results: Path) -> list[list[str]]:
+    """One row per (mode, data, model) of ``accuracy_race[_full].json``: mean test force MAE by M
+    over the seeds present (their number in brackets)."""
+    out = []
+    for mode, path in (("full", results / "accuracy_race_full.json"), ("fast", results / "accuracy_race.json")):
+        if not path.exists():
+            continue
+        rows = json.loads(path.read_text())["rows"]
+        for key in bc.DATASETS:
+            for model in (bc.GEOPATRA_NN, bc.MACE, bc.GEOPATRA_SGDML):
+                sel = [r for r in rows if r["data"] == key and r["model"] == model]
+                if not sel:
+                    continue
+                by_m: dict[int, list[float]] = {}
+                for r in sel:
+                    by_m.setdefault(r["M"], []).append(r["test_F_mae"])
+                mae = ", ".join(f"{m}: {sum(v) / len(v):.3g} ({len(v)})" for m, v in sorted(by_m.items()))
+                label = "smoke test, " if mode == "fast" else ""
+                out.append([f"[{path.stem}.md]({path.stem}.md)", model, "CPU x86_64, 1 thread, own core",
+                            bc.DATASETS[key].label, frames_of(sel),
+                            f"{label}equal wall-clock; test F MAE [kcal/mol/Å] by M (seeds): {mae}"])
+    return out
+
+
+def ablation_row(results: Path) -> list[str] | None:
+    """One row for ``geopatra_ablation.json``: test force MAE of each step (mean over seeds)."""
+    path = results / "geopatra_ablation.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    steps: dict[int, list[float]] = {}
+    for r in rows:
+        steps.setdefault(r["step"], []).append(r["test_F_mae"])
+    mae = ", ".join(f"{i}: {sum(v) / len(v):.3g}" for i, v in sorted(steps.items()))
+    return ["[geopatra_ablation.md](geopatra_ablation.md)", "GeoPaTra (recipe and layer options)",
+            "CPU x86_64, 1 thread, own core", bc.DATASETS["ala3"].label, frames_of(rows),
+            f"{rows[0]['budget_s']:.0f} s per run; test F MAE [kcal/mol/Å] by step: {mae}"]
+
+
 def preconditioner_row(results: Path) -> list[str] | None:
     """One row for ``preconditioners.json``: its device, problems and their exact frames."""
     path = results / "preconditioners.json"
@@ -137,6 +176,9 @@ def main() -> None:
         table += {"learning_curves": learning_rows, "training_cost": cost_rows,
                   "inference": inference_rows}[study](mode, payload["rows"])
     table += symmetry_rows(args.results_dir)
+    table += race_rows(args.results_dir)
+    if (row := ablation_row(args.results_dir)) is not None:
+        table.append(row)
     if (row := preconditioner_row(args.results_dir)) is not None:
         table.append(row)
     lines = [
