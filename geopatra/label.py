@@ -38,7 +38,7 @@ from geopatra.labeling.calculators import TBLITE_METHODS, reference_calculator
 from geopatra.labeling.npzio import load_checkpoint, save_checkpoint, write_npz_atomic
 from geopatra.labeling.report import trajectory_report
 from geopatra.labeling.structures import atoms_from_file, atoms_from_smiles
-from geopatra.units import ASE_UNITS, SGDML_UNITS
+from geopatra.units import EV_TO_KCAL_MOL
 
 try:  # ASE >= 3.29; the same draw as the deprecated MaxwellBoltzmannDistribution
     from ase.md.velocitydistribution import thermalize_momenta
@@ -51,8 +51,6 @@ except ImportError:  # pragma: no cover - older ASE
 
 logger = logging.getLogger(__name__)
 
-#: eV -> kcal/mol (and eV/Å -> kcal/mol/Å).
-EV_TO_KCAL_MOL = ASE_UNITS.energy_factor_to(SGDML_UNITS)
 
 
 @dataclass(frozen=True)

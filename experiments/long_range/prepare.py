@@ -20,7 +20,7 @@ from molecules import depiction, groups
 
 from geopatra.data import read_dataset
 from geopatra.data.splits import Split, make_split
-from geopatra.label import EV_TO_KCAL_MOL
+from geopatra.units import EV_TO_KCAL_MOL
 
 logger = logging.getLogger(__name__)
 
