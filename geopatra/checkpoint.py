@@ -102,3 +102,42 @@ def load_potential(
     for parameter in potential.parameters():
         parameter.requires_grad_(False)
     return potential, record
+
+
+def load_weights_for_fine_tuning(potential: Potential, path: str | os.PathLike, elements: list[int]) -> None:
+    """Copy the weights of checkpoint ``path`` into ``potential`` (same class and constructor
+    arguments) to fine-tune it on data holding atomic numbers ``elements``.
+
+    Raises:
+        CheckpointError: the checkpoint is of another class or architecture, or a kernel model
+            (nothing to fine-tune: it is solved from its training data).
+        ElementError: ``elements`` holds atomic numbers the checkpoint was never trained on.
+    """
+    from geopatra.errors import ElementError
+
+    if not potential.trainable:
+        raise CheckpointError(f"{path}: {type(potential).__name__} is solved, not trained: it cannot be fine-tuned")
+    source, record = load_potential(path)
+    if type(source) is not type(potential):
+        raise CheckpointError(
+            f"{path}: a {record['class_path']} checkpoint; the model to fine-tune is "
+            f"{type(potential).__module__}.{type(potential).__qualname__}"
+        )
+    ours, theirs = dict(potential.init_args), dict(record["init_args"])
+    not_architecture = {"pair_chunk_size", "dtype"}  # how it computes, not what it computes
+    differ = sorted(k for k in (set(ours) | set(theirs)) - not_architecture if ours.get(k) != theirs.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {theirs.get(k)!r} in the checkpoint, {ours.get(k)!r} here" for k in differ)
+        raise CheckpointError(f"{path}: the architecture differs ({detail}); fine-tuning needs the same one")
+    seen = getattr(source, "seen_elements", None)
+    if seen is not None:
+        unseen = sorted(int(z) for z in elements if not bool(seen[int(z)]))
+        if unseen:
+            raise ElementError(
+                f"{path}: the fine-tuning data holds atomic numbers {unseen} this checkpoint never saw "
+                f"(it was trained on {torch.nonzero(seen).flatten().tolist()}); train from scratch instead"
+            )
+    state = source.state_dict()
+    with torch.no_grad():
+        for name, tensor in potential.state_dict().items():
+            tensor.copy_(state[name].to(tensor.dtype))

@@ -60,6 +60,10 @@ class ForceFieldTask(L.LightningModule):
             ``constant`` (warm-up, then ``lr``), or ``plateau`` (ReduceLROnPlateau on the validation
             force MAE with ``lr_factor``, ``lr_patience`` counted in validations, no warm-up).
         warmup_steps: optimiser steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        init_from: fine-tune: start from the weights of this checkpoint (same model class and
+            architecture, elements it was trained on) instead of random ones; the per-element energy
+            shifts are fitted anew on the new data, the force scale is the checkpoint's. A new run
+            (its own split and run directory); ``--ckpt_path`` instead resumes an interrupted run.
         Everything but the potential is ignored (with a log message) for kernel models.
     """
 
@@ -81,6 +85,7 @@ class ForceFieldTask(L.LightningModule):
         lr_factor: float = 0.5,
         lr_patience: int = 10,
         min_lr: float = 1e-6,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         for name, value, allowed in (
@@ -132,8 +137,11 @@ class ForceFieldTask(L.LightningModule):
         train, val = datamodule.train_set, datamodule.val_set
         self.run_record = describe_run(self.potential, datamodule)
         self._fit_start = time.perf_counter()
-        if self.potential.trainable:
+        if self.hparams.init_from and self.trainer.ckpt_path is None:
+            self._fine_tune_start(train, val)
+        elif self.potential.trainable:
             self.potential.fit_to_data(train, val)
+        if self.potential.trainable:
             self._error_scale, self._energy_scale = self._loss_scales(train)
             return
         ignored = {k: self.hparams[k] for k in ("lr", "weight_decay", "scheduler", "warmup_steps")}
@@ -169,6 +177,22 @@ class ForceFieldTask(L.LightningModule):
         self.log("train/energy_loss", loss_e, batch_size=size)
         self.log("train/force_loss", loss_f, batch_size=size)
         return loss
+
+    def _fine_tune_start(self, train, val) -> None:
+        """Weights from ``init_from``; energy shifts refitted on the new data, force scale kept."""
+        from geopatra.checkpoint import load_weights_for_fine_tuning
+
+        load_weights_for_fine_tuning(self.potential, self.hparams.init_from, sorted(set(train.z.tolist())))
+        keep = {name: buffer.clone() for name, buffer in self.potential.named_buffers()
+                if name in ("energy_scale", "seen_elements")}
+        self.potential.fit_to_data(train, val)
+        with torch.no_grad():
+            buffers = dict(self.potential.named_buffers())
+            if "energy_scale" in keep:
+                buffers["energy_scale"].copy_(keep["energy_scale"])
+            if "seen_elements" in keep:
+                buffers["seen_elements"] |= keep["seen_elements"]
+        logger.info("fine-tuning from %s (energy shifts refitted on the new data)", self.hparams.init_from)
 
     def _loss_scales(self, train) -> tuple[float, float]:
         """(force, energy) loss normalisers of a training set (1.0 each without normalisation)."""
