@@ -2,6 +2,7 @@
 #   make demo   install, train both models on the bundled data, test them, run MD from each checkpoint
 #   make test   install and run the test suite (CI runs exactly this)
 #   make bench       comparison benchmarks, fast mode on CPU (minutes), then experiments/results/README.md
+#                    (the equal-time race itself is long: python experiments/accuracy_race.py --cells ...)
 #   make bench-full  the same in full mode on a GPU; on a machine that brings its own torch:
 #                    make bench-full BENCH_PY=python
 #   make long-range  the long-range (donor-bridge-acceptor) study, fast mode on CPU (< 1 h)
@@ -54,6 +55,7 @@ bench: $(BENCH_DEPS)
 	$(BENCH_ENV) $(BENCH_PY) experiments/training_cost.py --fast
 	$(BENCH_ENV) $(BENCH_PY) experiments/inference.py --fast
 	$(BENCH_PY) experiments/preconditioners.py --fast
+	$(BENCH_ENV) $(BENCH_PY) experiments/accuracy_race.py --fast
 	$(BENCH_PY) experiments/summary.py
 
 bench-full: $(BENCH_DEPS)
