@@ -132,9 +132,10 @@ def race_rows(results: Path) -> list[list[str]]:
                     by_m.setdefault(r["M"], []).append(r["test_F_mae"])
                 mae = ", ".join(f"{m}: {sum(v) / len(v):.3g} ({len(v)})" for m, v in sorted(by_m.items()))
                 label = "smoke test, " if mode == "fast" else ""
-                out.append([f"[{path.stem}.md]({path.stem}.md)", model, "CPU x86_64, 1 thread, own core",
-                            bc.DATASETS[key].label, frames_of(sel),
-                            f"{label}equal wall-clock; test F MAE [kcal/mol/Å] by M (seeds): {mae}"])
+                how = "same frames, exact solve" if model == bc.GEOPATRA_SGDML else "equal wall-clock"
+                device = "CPU x86_64, 1 thread" + ("" if model == bc.GEOPATRA_SGDML else ", own core")
+                out.append([f"[{path.stem}.md]({path.stem}.md)", model, device, bc.DATASETS[key].label,
+                            frames_of(sel), f"{label}{how}; test F MAE [kcal/mol/Å] by M (seeds): {mae}"])
     return out
 
 
