@@ -64,7 +64,7 @@ def mace_epochs(key: str, m: int, budget: float, rows_dir: Path, work: Path, mod
     stops it), from a short calibration run alone on core 0 (cached per data and M)."""
     path = rows_dir / f"calibration_{key}_M{m}.json"
     if not path.exists():
-        run_dir = work / "calibration" / f"{key}_M{m}"
+        run_dir = work / "calibration" / mode / f"{key}_M{m}"
         split = split_for(key, m, mode, work)
         tr.run_together([tr.mace_job(bc.DATASETS[key], split, run_dir, budget_s=None, seed=0, core=0,
                                      epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH)])

@@ -25,6 +25,7 @@ import argparse
 import datetime
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -84,6 +85,7 @@ def train(args: argparse.Namespace) -> None:
     R, z, E, F = d["R"], d["z"], d["E"].reshape(-1), d["F"]
     run = args.run_dir
     run.mkdir(parents=True, exist_ok=True)
+    clear_previous_run(run)
     for subset in ("train", "val"):
         idx = d[subset]
         write_extxyz(run / f"{subset}.xyz", R[idx], z, E[idx], F[idx])
@@ -120,6 +122,15 @@ def train(args: argparse.Namespace) -> None:
     (run / "side.json").write_text(json.dumps(res, indent=1))
     for subset in ("train", "val"):
         (run / f"{subset}.xyz").unlink()
+
+
+def clear_previous_run(run: Path) -> None:
+    """Remove what an earlier MACE run left in ``run``: MACE appends to its logs (the curve would mix
+    two runs) and would find the old checkpoints."""
+    for folder in ("logs", "checkpoints", "results"):
+        shutil.rmtree(run / folder, ignore_errors=True)
+    for model in run.glob("*.model"):
+        model.unlink()
 
 
 def run_limited(cmd: list[str], run: Path, log: Path, max_seconds: float | None) -> bool:
