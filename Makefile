@@ -23,7 +23,7 @@ $(VENV)/bin/python:
 # torch first, pinned to the local CPU wheel: a bare requirement could pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev,label]"
+	$(PY) -m pip install -q -e ".[dev,label,openmm]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -293,7 +293,7 @@ def run_geopatra(kind: str, data: BenchData, split_file: Path, *, mode: str, dev
         if budget is None:
             raise ValueError("run_geopatra: a GeoPaTra run needs a NeuralBudget")
         fit += ["--trainer.max_epochs", str(budget.epochs(m)), "--trainer.max_steps", str(budget.steps),
-                "--data.batch_size", str(budget.batch_size), "--trainer.callbacks+=bench_callbacks.ElapsedTime"]
+                "--data.batch_size", str(budget.batch_size)]
     env = thread_env(threads)
     fit_wall = run_checked(fit, env, run_dir / "fit.log")
     ckpts = sorted((run_dir / "checkpoints").glob("best-*.ckpt")) or [run_dir / "checkpoints" / "last.ckpt"]
@@ -410,14 +410,15 @@ def run_mace(data: BenchData, split_file: Path, *, mode: str, device: str, threa
 
 
 def elapsed_curve(run_dir: Path) -> list[list[float]]:
-    """``[[elapsed_s, val force MAE], ...]`` from a GeoPaTra run's metrics.csv."""
+    """``[[elapsed_s, val force MAE], ...]`` from a GeoPaTra run's metrics.csv (``val/elapsed_s``:
+    wall time since the start of fit, logged by the task at each validation)."""
     import csv
 
     curve = []
     for path in sorted((run_dir / "logs").glob("version_*/metrics.csv")):  # fit and test logs
         with path.open() as handle:
             for rec in csv.DictReader(handle):
-                t, f = rec.get("bench/elapsed_s"), rec.get("val/force_mae_kcal_mol_A")
+                t, f = rec.get("val/elapsed_s"), rec.get("val/force_mae_kcal_mol_A")
                 if t and f:
                     curve.append([float(t), float(f)])
     return curve

@@ -78,17 +78,14 @@ def main() -> None:
         for core, (i, name, over, seed) in enumerate(pair):
             run_dir = args.work_dir / "runs" / f"b{args.budget:g}" / f"step{i}_seed{seed}"
             key = f"step{i}_seed{seed}"
-            dirs[key] = (run_dir, i, name, over, seed, core)
-            overrides = [o for o in over if o != "--config" and not o.endswith(".yaml")]
-            configs = [o for o in over if o.endswith(".yaml")]
+            overrides = _configs_first(over)
+            dirs[key] = (run_dir, i, name, over, overrides, seed, core)
             jobs.append(tr.Job(key, tr.geopatra_job(key, data, split, run_dir, budget_s=args.budget, seed=seed,
-                                                    core=core, overrides=_with_configs(configs, overrides),
-                                                    config=CONFIG).cmd, core, run_dir / "fit.log"))
+                                                    core=core, overrides=overrides, config=CONFIG).cmd,
+                               core, run_dir / "fit.log"))
         load_before = tr.load_average()
         walls = tr.run_together(jobs)
-        for key, (run_dir, i, name, over, seed, core) in dirs.items():
-            overrides = _with_configs([o for o in over if o.endswith(".yaml")],
-                                      [o for o in over if o != "--config" and not o.endswith(".yaml")])
+        for key, (run_dir, i, name, over, overrides, seed, core) in dirs.items():
             row = tr.geopatra_row(name, data, split, run_dir, config=CONFIG, overrides=overrides,
                                   fit_wall_s=walls[key], budget_s=args.budget, seed=seed, core=core)
             row.update(step=i, load_before=load_before, load_after=tr.load_average(),
@@ -101,8 +98,12 @@ def main() -> None:
     print(write_report(rows_dir, args.results_dir, args.budget))
 
 
-def _with_configs(configs: list[str], overrides: list[str]) -> list[str]:
-    return [x for c in configs for x in ("--config", c)] + overrides
+def _configs_first(over: list[str]) -> list[str]:
+    """A step's overrides with its ``--config X.yaml`` overlays first (jsonargparse applies arguments
+    in order, so the flags after them win)."""
+    configs = [o for o in over if o.endswith(".yaml")]
+    flags = [o for o in over if o != "--config" and not o.endswith(".yaml")]
+    return [x for c in configs for x in ("--config", c)] + flags
 
 
 def _row_path(rows_dir: Path, plan_item: tuple, budget: float) -> Path:

@@ -49,16 +49,11 @@ def bare_checkpoint(potential, path: Path) -> Path:
     reads: the record of a fit without dataset or split, plus the potential's state."""
     import torch
 
-    from geopatra.checkpoint import CHECKPOINT_KEY, FORMAT_VERSION
-    from geopatra.units import SGDML_UNITS
+    from geopatra.checkpoint import CHECKPOINT_KEY
+    from geopatra.run_record import RunRecord
 
-    record = {
-        "format_version": FORMAT_VERSION, "kind": potential.kind,
-        "class_path": f"{type(potential).__module__}.{type(potential).__qualname__}",
-        "init_args": dict(potential.init_args), "units": SGDML_UNITS.as_dict(),
-        "dataset": {"fingerprint": "", "name": "synthetic", "theory": "none", "source": "", "z": []},
-        "split": {"train": [], "val": [], "test": []}, "train_frame_hashes": [],
-    }
+    record = RunRecord(kind=potential.kind, init_args=dict(potential.init_args),
+                       class_path=f"{type(potential).__module__}.{type(potential).__qualname__}").to_dict()
     state = {f"potential.{k}": v for k, v in potential.state_dict().items()}
     torch.save({CHECKPOINT_KEY: record, "state_dict": state}, path)
     return path

@@ -23,7 +23,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
 from ase import Atoms  # noqa: E402
 
 from geopatra import GeoPatraCalculator  # noqa: E402
-from geopatra.data import read_dataset  # noqa: E402
 from geopatra.md import run_md  # noqa: E402
 
 
@@ -67,9 +66,8 @@ def main() -> None:
     rows, series_by_name = [], {}
     for name, checkpoint in parse_models(args.model, args.runs):
         calc = GeoPatraCalculator(checkpoint, device=args.device, dtype=args.dtype)
-        dataset = read_dataset(calc.record["dataset"]["source"])
-        frame = int(calc.record["split"]["test"][0])
-        atoms = Atoms(numbers=dataset.z, positions=dataset.R[frame])
+        z, positions = calc.record.starting_frame("test")
+        atoms = Atoms(numbers=z, positions=positions)
         atoms.calc = calc
         start = time.perf_counter()
         report, series = run_md(

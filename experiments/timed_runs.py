@@ -84,8 +84,7 @@ def geopatra_job(name: str, data: bc.BenchData, split_file: Path, run_dir: Path,
            "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1",
            "--trainer.max_time", f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
            "--trainer.val_check_interval", str(VAL_EVERY), "--trainer.check_val_every_n_epoch", "null",
-           "--trainer.log_every_n_steps", "50", *overrides,
-           "--trainer.callbacks+=bench_callbacks.ElapsedTime"]  # last: an overlay config may reset the list
+           "--trainer.log_every_n_steps", "50", *overrides]
     return Job(name, cmd, core, run_dir / "fit.log")
 
 

@@ -126,7 +126,7 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
     body += ["", "## 2. Neural models: time to reach a validation force MAE", "",
              "Target per row: the worse of the two models' best validation force MAE (the best accuracy both "
              "reach); time = wall time from the start of the fit to the first validation at or below it "
-             "(GeoPaTra: `bench_callbacks.ElapsedTime`; MACE: its log's timestamps from 'Started training'). "
+             "(GeoPaTra: `val/elapsed_s` in its metrics.csv; MACE: its log's timestamps from 'Started training'). "
              "Same split files and step budget as `learning_curves`; 'reused' = the learning-curve run, measured "
              f"in that invocation. The 'best' columns are where each run ended: a target set by the weaker model "
              f"says how fast both get there, not how far the stronger one goes. Runs finished "

@@ -13,13 +13,10 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
 from geopatra.checkpoint import load_potential
-from geopatra.errors import CheckpointError, GeopatraError
+from geopatra.errors import CheckpointError, PeriodicSystemError  # noqa: F401 (re-exported)
 from geopatra.models.forces import energy_and_forces
-from geopatra.units import ASE_UNITS, Units
-
-
-class PeriodicSystemError(GeopatraError, ValueError):
-    """geopatra models describe isolated molecules; periodic cells are refused."""
+from geopatra.periodic import make_whole
+from geopatra.units import ASE_UNITS
 
 
 class GeoPatraCalculator(Calculator):
@@ -55,20 +52,20 @@ class GeoPatraCalculator(Calculator):
         members = [load_potential(path, map_location=self.device, dtype=dtype) for path in paths]
         record = members[0][1]
         for path, (_, other) in zip(paths[1:], members[1:]):
-            if other["units"] != record["units"] or other["kind"] != record["kind"]:
+            if other.units != record.units or other.kind != record.kind:
                 raise CheckpointError(
-                    f"{path}: a {other['kind']} model in {other['units']}; the committee's first member "
-                    f"({paths[0]}) is a {record['kind']} model in {record['units']}: members must match"
+                    f"{path}: a {other.kind} model in {other.units}; the committee's first member "
+                    f"({paths[0]}) is a {record.kind} model in {record.units}: members must match"
                 )
         self.members = [potential.to(self.device) for potential, _ in members]
         self.potential = self.members[0]
         self.record = record
-        self.kind = record["kind"]
-        model_units = Units(**record["units"])
+        self.kind = record.kind
+        model_units = record.units
         self.energy_to_ev = model_units.energy_factor_to(ASE_UNITS)
         self.force_to_ev_per_angstrom = model_units.force_factor_to(ASE_UNITS)
         self.length_from_angstrom = ASE_UNITS.length_factor_to(model_units)
-        if not hasattr(self.potential, "per_atom_energy"):
+        if not self.potential.has_per_atom_energy:
             self.implemented_properties = ["energy", "free_energy", "forces"]  # type: ignore[misc]
         self._checked_numbers: np.ndarray | None = None
         self._z: torch.Tensor | None = None
@@ -81,11 +78,6 @@ class GeoPatraCalculator(Calculator):
 
     def _check(self, atoms: Atoms) -> None:
         """Validate an ``Atoms`` once per change of its elements (not at every MD step)."""
-        if atoms.pbc.any():
-            raise PeriodicSystemError(
-                f"Atoms with pbc={atoms.pbc.tolist()}: geopatra models describe isolated molecules; "
-                "set atoms.pbc = False (a large vacuum box is not needed)."
-            )
         numbers = atoms.get_atomic_numbers()
         if self._checked_numbers is not None and np.array_equal(numbers, self._checked_numbers):
             return
@@ -104,9 +96,10 @@ class GeoPatraCalculator(Calculator):
     ) -> None:
         super().calculate(atoms, properties or ["energy"], system_changes)
         self._check(self.atoms)
-        pos = torch.as_tensor(
-            self.atoms.get_positions() * self.length_from_angstrom, dtype=self.dtype, device=self.device
-        )
+        positions = self.atoms.get_positions()
+        if self.atoms.pbc.any():  # the model is not periodic: the molecule is made whole, then evaluated
+            positions = make_whole(positions, self.atoms.numbers, self.atoms.cell.array, self.atoms.pbc)
+        pos = torch.as_tensor(positions * self.length_from_angstrom, dtype=self.dtype, device=self.device)
         energies, forces = [], []
         for member in self.members:
             energy, force = energy_and_forces(member, pos, self._z, self._batch, 1)
@@ -119,8 +112,7 @@ class GeoPatraCalculator(Calculator):
             self.results["energy_std"] = float(np.std(energies))
             self.results["forces_std"] = np.std(forces, axis=0)
             self.results["max_force_std"] = float(np.linalg.norm(self.results["forces_std"], axis=1).max())
-        per_atom = getattr(self.potential, "per_atom_energy", None)
-        if per_atom is not None and "energies" in (properties or []):
+        if self.potential.has_per_atom_energy and "energies" in (properties or []):
             with torch.no_grad():
                 atom_energies = [m.per_atom_energy(pos, self._z, self._batch, 1) for m in self.members]
             self.results["energies"] = torch.stack(atom_energies).mean(0).double().cpu().numpy() * self.energy_to_ev

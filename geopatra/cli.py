@@ -93,10 +93,12 @@ def usage() -> str:
 
 def _summary(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="geopatra summary", description=SUBCOMMANDS["summary"])
-    parser.add_argument("path", nargs="?", default="bundled", help="npz/extxyz file, MD22 name or 'bundled'")
-    from geopatra.data import read_dataset
+    parser.add_argument("path", nargs="*", default=["bundled"],
+                        help="npz/extxyz files, MD22 names or 'bundled' (every molecule of each is shown)")
+    from geopatra.data.io import read_molecules
 
-    print(read_dataset(parser.parse_args(argv).path).summary())
+    molecules = [m for path in parser.parse_args(argv).path for m in read_molecules(path)]  # units may differ
+    print("\n\n".join(m.summary() for m in molecules))
     return 0
 
 

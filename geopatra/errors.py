@@ -61,5 +61,10 @@ class CheckpointError(GeopatraError, ValueError):
     """A file is not a geopatra checkpoint, is of the wrong kind, or comes from an incompatible version."""
 
 
+class PeriodicSystemError(GeopatraError, ValueError):
+    """A periodic system the models cannot describe: a singular cell, or a molecule that meets its
+    own image (geopatra models describe isolated molecules; whole molecules in a box are unwrapped)."""
+
+
 class IncompatibleMoleculeError(GeopatraError, ValueError):
     """A kernel model was asked about a molecule other than the one it was trained on."""

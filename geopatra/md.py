@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from geopatra.md_health import (
     contact_bounds,
     unphysical_reasons,
 )
+from geopatra.periodic import make_whole
+from geopatra.run_record import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +66,9 @@ class MDReport:
     status: str = "ok"
     unphysical: list[str] = field(default_factory=list)
     max_force_spread_ev_per_angstrom: float | None = None  # committees only
-
-
-def min_distance(positions: np.ndarray) -> float:
-    """Closest interatomic distance [Å] of positions [n_atoms, 3]."""
-    d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    return float(d[np.triu_indices(len(positions), 1)].min())
+    wall_s: float = math.nan  # wall time of the run, logging included
+    steps_per_s: float = math.nan
+    ns_per_day: float = math.nan  # simulated time per day of wall time at this speed
 
 
 def drift_report(
@@ -149,8 +149,9 @@ def run_md(
         series["e_pot"].append(e_pot)
         series["e_kin"].append(e_kin)
         series["max_force"].append(float(np.linalg.norm(forces, axis=1).max()))
-        series["d_min"].append(min_distance(atoms.positions))
-        contact = closest_contact(atoms.positions, bounds)
+        whole = make_whole(atoms.positions, atoms.numbers, atoms.cell.array, atoms.pbc) if atoms.pbc.any() else None
+        contact = closest_contact(atoms.positions if whole is None else whole, bounds)
+        series["d_min"].append(contact.min_distance)
         series["contact_ratio"].append(contact.ratio)
         if not worst or contact.ratio < worst[0].ratio:
             worst[:] = [contact]
@@ -167,6 +168,7 @@ def run_md(
             raise _Stop(reason or left_data)
 
     dyn.attach(record, interval=log_every)
+    start = time.perf_counter()
     try:
         dyn.run(steps)  # observers also see step 0
     except _Stop:
@@ -176,9 +178,10 @@ def run_md(
             logger.error("MD stopped, the model left its training data: %s", left_data)
     finally:
         bar.close()
+    wall_s = time.perf_counter() - start
     arrays = {k: np.asarray(v) for k, v in series.items()}
     report = summarise(arrays, atoms.numbers, timestep_fs, int(dyn.nsteps), ensemble, worst[0], reason,
-                       left_data)
+                       left_data, wall_s=wall_s)
     if output is not None:
         write_outputs(report, arrays, output, title=f"{ensemble.upper()} {timestep_fs} fs")
     return report, arrays
@@ -193,10 +196,12 @@ def summarise(
     worst: Contact,
     exploded_reason: str = "",
     stopped_reason: str = "",
+    wall_s: float = math.nan,
 ) -> MDReport:
     """The report of a trajectory from its logged series (``time_ps`` [ps], ``e_pot``, ``e_kin``
     [eV], ``max_force`` [eV/Å], ``d_min`` [Å], each [n_frames]) and its closest contact;
-    ``stopped_reason`` says why a run was stopped as unphysical (e.g. a committee spread)."""
+    ``stopped_reason`` says why a run was stopped as unphysical (e.g. a committee spread);
+    ``wall_s`` [s] gives the speed (steps/s, ns/day)."""
     n = len(z)
     slope, ratio, tot_std, kin_std = drift_report(arrays["time_ps"], arrays["e_pot"], arrays["e_kin"], n)
     temperature = arrays["e_kin"] / (1.5 * n * units.kB)
@@ -222,6 +227,9 @@ def summarise(
         status="exploded" if exploded_reason else ("unphysical" if unphysical else "ok"),
         unphysical=unphysical,
         max_force_spread_ev_per_angstrom=float(arrays["force_spread"].max()) if "force_spread" in arrays else None,
+        wall_s=wall_s,
+        steps_per_s=steps / wall_s if wall_s > 0 else math.nan,
+        ns_per_day=steps * timestep_fs * 1e-6 / wall_s * 86_400 if wall_s > 0 else math.nan,
     )
 
 
@@ -265,21 +273,13 @@ def plot_energies(series: dict[str, np.ndarray], n_atoms: int, path: Path, title
     plt.close(fig)
 
 
-def _starting_structure(args: argparse.Namespace, record: dict) -> Atoms:
+def _starting_structure(args: argparse.Namespace, record: RunRecord) -> Atoms:
     if args.structure:
         import ase.io
 
         return ase.io.read(args.structure)
-    from geopatra.data import read_dataset
-    from geopatra.errors import SplitError
-
-    dataset = read_dataset(record["dataset"]["source"])
-    if dataset.fingerprint != record["dataset"]["fingerprint"]:
-        raise SplitError(
-            f"{record['dataset']['source']} changed since training (sha256 differs); pass --structure"
-        )
-    frame = int(record["split"][args.from_split][0])
-    return Atoms(numbers=dataset.z, positions=dataset.R[frame])
+    z, positions = record.starting_frame(args.from_split)  # --structure is the way out of its errors
+    return Atoms(numbers=z, positions=positions)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report.mean_temperature_k:.1f} K mean",
         f"  closest contact         {report.closest_contact_ratio:.2f} x its bound",
         *([f"  max committee spread    {spread:.3f} eV/Å"] if spread is not None else []),
+        f"  speed                   {report.steps_per_s:.1f} steps/s, {report.ns_per_day:.3f} ns/day",
         f"  output                  {args.output}",
     ]
     print("\n".join(lines))

@@ -52,15 +52,18 @@ class Contact:
     distance: float  # Å
     i: int
     j: int
+    min_distance: float  # the closest interatomic distance of the geometry (any pair), Å
 
 
 def closest_contact(positions: np.ndarray, bounds: np.ndarray) -> Contact:
-    """The pair with the smallest distance / contact bound, for positions [n_atoms, 3] Å."""
+    """The pair with the smallest distance / contact bound, for positions [n_atoms, 3] Å (and the
+    geometry's closest distance, from the same distance matrix)."""
     d = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
     iu = np.triu_indices(len(positions), 1)
-    ratios = d[iu] / bounds[iu]
+    pairs = d[iu]
+    ratios = pairs / bounds[iu]
     k = int(np.argmin(ratios))
-    return Contact(float(ratios[k]), float(d[iu][k]), int(iu[0][k]), int(iu[1][k]))
+    return Contact(float(ratios[k]), float(pairs[k]), int(iu[0][k]), int(iu[1][k]), float(pairs.min()))
 
 
 def unphysical_reasons(

@@ -53,6 +53,11 @@ class ErrorAccumulator:
             self._sums["f_sq"] += df.square().sum().item()
             self._n_components += df.numel()
 
+    @property
+    def n_molecules(self) -> int:
+        """Molecules (frames) added since the last reset."""
+        return self._n_molecules
+
     def compute(self) -> dict[str, float]:
         """The metrics of :data:`METRIC_NAMES` (force metrics only if forces were added)."""
         n, m = max(self._n_molecules, 1), self._n_components

@@ -15,24 +15,43 @@ def write_test_report(
     metrics: dict[str, float],
     predictions: list[dict[str, torch.Tensor]],
     task: Any,
+    per_molecule: dict[str, dict[str, float]] | None = None,
 ) -> Path:
-    """Write metrics (with units in their names) and a parity plot of energies and forces."""
+    """Write metrics (with units in their names; ``per_molecule`` as well for a run on several
+    molecules) and a parity plot of energies and forces."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    record = getattr(task, "run_record", {}) or {}
+    record = getattr(task, "run_record", None)
     n_frames = sum(len(p["frame"]) for p in predictions)
     payload = {
         "metrics": metrics,
         "n_test_frames": n_frames,
-        "model": record.get("kind", type(task.potential).__name__),
-        "dataset": record.get("dataset", {}).get("name"),
-        "dataset_fingerprint": record.get("dataset", {}).get("fingerprint"),
+        "model": record.kind if record is not None else type(task.potential).__name__,
+        "dataset": record.name if record is not None else None,
+        "dataset_fingerprint": record.fingerprint if record is not None else None,
         "units": {"energy": "kcal/mol", "force": "kcal/mol/Å"},
     }
+    if per_molecule:
+        payload["per_molecule"] = per_molecule
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2))
     if predictions:
         plot_parity(predictions, metrics, run_dir / "parity.png")
     return run_dir / "metrics.json"
+
+
+def per_molecule_metrics(predictions: list[dict[str, torch.Tensor]], names: list[str]) -> dict[str, dict[str, float]]:
+    """The test metrics of each molecule (``names[k]`` for molecule index k) from the task's test
+    predictions (``molecule`` [n_mol], energies [n_mol], forces [n_atoms, 3], ``n_atoms`` [n_mol])."""
+    from geopatra.metrics import ErrorAccumulator
+
+    accumulators = {k: ErrorAccumulator() for k in range(len(names))}
+    for p in predictions:
+        atom_molecule = torch.repeat_interleave(p["molecule"], p["n_atoms"])
+        for k in p["molecule"].unique().tolist():
+            frames, atoms = p["molecule"] == k, atom_molecule == k
+            accumulators[k].update(p["energy_pred"][frames], p["energy_true"][frames], p["n_atoms"][frames],
+                                   p["forces_pred"][atoms], p["forces_true"][atoms])
+    return {names[k]: acc.compute() for k, acc in accumulators.items() if acc.n_molecules}
 
 
 def plot_parity(predictions: list[dict[str, torch.Tensor]], metrics: dict[str, float], path: Path) -> None:

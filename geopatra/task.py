@@ -27,12 +27,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
 
-from geopatra.checkpoint import CHECKPOINT_KEY, describe_run
-from geopatra.errors import SplitError
+from geopatra.checkpoint import CHECKPOINT_KEY
+from geopatra.errors import DataError
 from geopatra.metrics import ErrorAccumulator, atoms_per_molecule
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.potential import Potential
 from geopatra.models.transformer.readout import force_rms
+from geopatra.run_record import RunRecord
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,8 @@ class ForceFieldTask(L.LightningModule):
         self._is_first_batch_of_validation = False
         self._fit_start = time.perf_counter()
         self._test_predictions: list[dict[str, torch.Tensor]] = []
-        #: set in on_fit_start and carried by checkpoints: dataset, split, units (see checkpoint.py)
-        self.run_record: dict[str, Any] = {}
+        #: set in on_fit_start and carried by checkpoints: datasets, splits, units (see run_record.py)
+        self.run_record: RunRecord | None = None
 
     # --- the model ----------------------------------------------------------------------------------
     def forward(self, batch, training: bool = False):
@@ -134,8 +135,8 @@ class ForceFieldTask(L.LightningModule):
     # --- fit ----------------------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
-        train, val = datamodule.train_set, datamodule.val_set
-        self.run_record = describe_run(self.potential, datamodule)
+        train, val = self._fit_data(datamodule)
+        self.run_record = RunRecord.describe(self.potential, datamodule.datasets, datamodule.splits)
         self._fit_start = time.perf_counter()
         if self.hparams.init_from and self.trainer.ckpt_path is None:
             self._fine_tune_start(train, val)
@@ -156,6 +157,19 @@ class ForceFieldTask(L.LightningModule):
             self.potential.fit_to_data(train, val)
         self.trainer.fit_loop.max_epochs = 1
         self.trainer.limit_train_batches = 1
+
+    def _fit_data(self, datamodule) -> tuple:
+        """(train, val) for ``fit_to_data``: datasets of one molecule, or lists of them for a
+        ``multi_molecule`` model given several (any other model refuses several)."""
+        train, val = datamodule.subsets("train"), datamodule.subsets("val")
+        if len(train) == 1:
+            return train[0], val[0]
+        if not self.potential.multi_molecule:
+            raise DataError(
+                f"{type(self.potential).__name__} describes one molecule, and the data holds {len(train)} "
+                f"({', '.join(datamodule.molecule_names)}); train one model per molecule, or use GeoPaTra"
+            )
+        return train, val
 
     def training_step(self, batch, batch_idx: int):
         if not self.potential.trainable:
@@ -182,7 +196,8 @@ class ForceFieldTask(L.LightningModule):
         """Weights from ``init_from``; energy shifts refitted on the new data, force scale kept."""
         from geopatra.checkpoint import load_weights_for_fine_tuning
 
-        load_weights_for_fine_tuning(self.potential, self.hparams.init_from, sorted(set(train.z.tolist())))
+        elements = sorted({int(z) for dataset in as_list(train) for z in dataset.z})
+        load_weights_for_fine_tuning(self.potential, self.hparams.init_from, elements)
         keep = {name: buffer.clone() for name, buffer in self.potential.named_buffers()
                 if name in ("energy_scale", "seen_elements")}
         self.potential.fit_to_data(train, val)
@@ -198,14 +213,15 @@ class ForceFieldTask(L.LightningModule):
         """(force, energy) loss normalisers of a training set (1.0 each without normalisation)."""
         if not self.hparams.normalize_loss:
             return 1.0, 1.0
-        force = force_rms([train.F])
+        train = as_list(train)
+        force = force_rms([d.F for d in train])
         force = force if force > 0 else 1.0
         if self.hparams.energy_error_scale == "force_rms":
             return force, force
-        energies = np.asarray(train.E, dtype=np.float64).reshape(-1)
-        if self.hparams.energy_loss == "per_atom":
-            energies = energies / len(train.z)
-        energy = float(np.std(energies))
+        per_atom = self.hparams.energy_loss == "per_atom"
+        energies = [np.asarray(d.E, dtype=np.float64) / (len(d.z) if per_atom else 1) for d in train]
+        # each molecule about its own mean: the offsets between molecules are the shifts' business
+        energy = float(np.std(np.concatenate([e - e.mean() for e in energies])))
         return force, energy if energy > 0 else force
 
     # --- the recipe: learning rate, gradient diagnostics ----------------------------------------------
@@ -296,6 +312,7 @@ class ForceFieldTask(L.LightningModule):
                     "forces_pred": forces.double().cpu(),
                     "forces_true": batch.forces.double().cpu(),
                     "n_atoms": counts.cpu(),
+                    "molecule": batch.molecule.cpu(),
                 }
             )
 
@@ -339,35 +356,25 @@ class ForceFieldTask(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         metrics = self._log_epoch("test")
-        from geopatra.reports import write_test_report
+        from geopatra.reports import per_molecule_metrics, write_test_report
 
-        write_test_report(self.trainer.default_root_dir, metrics, self._test_predictions, self)
+        names = self.trainer.datamodule.molecule_names if self.trainer.datamodule is not None else []
+        per_molecule = per_molecule_metrics(self._test_predictions, names) if len(names) > 1 else {}
+        for name, values in per_molecule.items():
+            for metric in ("energy_mae_kcal_mol", "force_mae_kcal_mol_A"):
+                self.log(f"test/{name}/{metric}", values[metric])
+        write_test_report(self.trainer.default_root_dir, metrics, self._test_predictions, self, per_molecule)
 
     def _guard_against_leakage(self) -> None:
-        """Refuse to test on frames the checkpoint was trained on (by dataset fingerprint + indices,
-        and by geometry hashes for a different file holding the same frames)."""
-        record = self.run_record
+        """Refuse to test on frames the checkpoint was trained on (see :meth:`RunRecord.check_not_trained_on`)."""
         datamodule = getattr(self.trainer, "datamodule", None)
-        if not record or datamodule is None:
-            return
-        from geopatra.data.splits import frame_hashes
-
-        test = datamodule.test_set
-        if record["dataset"]["fingerprint"] == datamodule.dataset.fingerprint:
-            overlap = np.intersect1d(record["split"]["train"], test.indices)
-        else:
-            overlap = test.indices[np.isin(frame_hashes(test.R), record["train_frame_hashes"])]
-        if overlap.size:
-            raise SplitError(
-                f"{overlap.size} test frame(s) (e.g. frame {int(overlap[0])}) were in the training set "
-                "of this checkpoint; testing on them would report training error. Use the run's "
-                "split.npz (--data.split_file) or a different dataset."
-            )
+        if self.run_record is not None and datamodule is not None:
+            self.run_record.check_not_trained_on(datamodule.datasets, datamodule.subsets("test"))
 
     # --- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {
-            **self.run_record,
+            **(self.run_record.to_dict() if self.run_record is not None else {}),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
@@ -378,9 +385,14 @@ class ForceFieldTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         record = dict(checkpoint.get(CHECKPOINT_KEY, {}))
         rng = record.pop("rng", None)
-        self.run_record = record
+        self.run_record = RunRecord.from_dict(record) if record else None
         if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
             torch.set_rng_state(rng["torch"])
             name, keys, *rest = rng["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
             random.setstate(rng["python"])
+
+
+def as_list(data) -> list:
+    """A dataset, or a list of datasets (one per molecule), as a list."""
+    return list(data) if isinstance(data, (list, tuple)) else [data]

@@ -94,5 +94,7 @@ class Units:
 SGDML_UNITS = Units("Ang", "kcal/mol")
 #: The ASE convention: Å and eV.
 ASE_UNITS = Units("Ang", "eV")
+#: OpenMM's units: nm, kJ/mol (forces kJ/mol/nm).
+OPENMM_UNITS = Units("nm", "kJ/mol")
 #: eV -> kcal/mol (and eV/Å -> kcal/mol/Å): from ASE's units to geopatra's.
 EV_TO_KCAL_MOL = ASE_UNITS.energy_factor_to(SGDML_UNITS)

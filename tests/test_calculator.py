@@ -10,10 +10,9 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.test import calculate_numerical_forces
 
 from geopatra import GeoPatraCalculator
-from geopatra.calculator import PeriodicSystemError
 from geopatra.checkpoint import CHECKPOINT_KEY, load_potential
 from geopatra.data import read_dataset
-from geopatra.errors import CheckpointError, ElementError, IncompatibleMoleculeError
+from geopatra.errors import CheckpointError, ElementError, IncompatibleMoleculeError, PeriodicSystemError
 from geopatra.models.forces import energy_and_forces
 
 KINDS = ["geopatra", "sgdml"]
@@ -45,7 +44,7 @@ def test_ev_conversion_matches_model_output_in_kcal_per_mol(bundled_checkpoints,
     calc = GeoPatraCalculator(bundled_checkpoints[kind])
     atoms.calc = calc
     potential, record = load_potential(bundled_checkpoints[kind])
-    assert record["units"] == {"length": "Ang", "energy": "kcal/mol"}
+    assert record.units.as_dict() == {"length": "Ang", "energy": "kcal/mol"}
     pos = torch.as_tensor(atoms.positions, dtype=calc.dtype)
     z = torch.as_tensor(atoms.numbers)
     energy, forces = energy_and_forces(potential, pos, z, torch.zeros_like(z), 1)
@@ -84,12 +83,31 @@ def test_per_atom_energies_sum_to_the_energy(bundled_checkpoints, molecule):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_periodic_atoms_are_refused(bundled_checkpoints, molecule, kind):
+def test_a_molecule_split_across_the_box_edge_is_the_whole_molecule(bundled_checkpoints, molecule, kind):
+    whole = molecule.copy()
+    whole.calc = GeoPatraCalculator(bundled_checkpoints[kind], dtype="float64")
+    energy, forces = whole.get_potential_energy(), whole.get_forces()
+    boxed = molecule.copy()
+    boxed.set_cell([[18.0, 0, 0], [3.0, 17.0, 0], [0, 0, 19.0]])  # triclinic
+    boxed.pbc = True
+    boxed.positions -= boxed.positions[7] - 0.02  # atom 7 near the corner: the molecule crosses every face
+    boxed.wrap()
+    spread = np.ptp(boxed.get_scaled_positions(), axis=0)
+    assert np.all(spread > 0.5)  # it is split (whole, it would span about 0.5 box lengths at most)
+    boxed.calc = GeoPatraCalculator(bundled_checkpoints[kind], dtype="float64")
+    assert boxed.get_potential_energy() == pytest.approx(energy, rel=1e-11, abs=1e-9)
+    np.testing.assert_allclose(boxed.get_forces(), forces, rtol=1e-8, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "cell, match", [([[30.0, 0, 0], [0, 30, 0], [0, 0, 0]], "singular"), ([6.0, 30.0, 30.0], "own image")]
+)
+def test_periodic_systems_it_cannot_describe_are_refused(bundled_checkpoints, molecule, cell, match):
     atoms = molecule.copy()
-    atoms.set_cell([30, 30, 30])
+    atoms.set_cell(cell)
     atoms.pbc = True
-    atoms.calc = GeoPatraCalculator(bundled_checkpoints[kind])
-    with pytest.raises(PeriodicSystemError, match="pbc"):
+    atoms.calc = GeoPatraCalculator(bundled_checkpoints["geopatra"])
+    with pytest.raises(PeriodicSystemError, match=match):
         atoms.get_potential_energy()
 
 

@@ -47,9 +47,17 @@ def test_every_shipped_config_parses_and_builds(config):
         args = ["--config", str(ROOT / "configs" / f"{kind}.yaml"), *args]
     cli = GeopatraCLI(**cli_kwargs(), run=False, args=args)
     assert cli.model.potential.kind in ("geopatra", "sgdml")
-    assert cli.datamodule.n_train > 0
+    n_train = cli.datamodule.n_train
+    if config.stem == "geopatra_all":  # every MD22 molecule, each with the paper's training-set size
+        from geopatra.data.md22 import MD22_MOLECULES, md22_entry
+
+        assert [md22_entry(p).name for p in cli.datamodule.path] == list(MD22_MOLECULES)
+        assert n_train == [md22_entry(p).n_train for p in cli.datamodule.path]
+    elif config.parent.name == "md22":
+        assert n_train == int(config.read_text().split("n_train: ")[1].split()[0])
+    else:
+        assert n_train > 0
     if config.parent.name == "md22":
-        assert cli.datamodule.n_train == int(config.read_text().split("n_train: ")[1].split()[0])
         assert cli.trainer.default_root_dir.endswith(config.stem)
 
 

@@ -49,7 +49,7 @@ def test_identical_members_have_zero_spread(bundled_checkpoints):
 
 def test_spread_grows_away_from_the_training_data(bundled_checkpoints, second_seed):
     committee = GeoPatraCalculator([bundled_checkpoints["geopatra"], second_seed])
-    split = committee.record["split"]["train"][:4]
+    split = committee.record.molecules[0].split["train"][:4]
     near, far = [], []
     rng = np.random.default_rng(0)
     for atoms in _frames(split):

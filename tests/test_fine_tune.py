@@ -60,7 +60,7 @@ def test_fine_tuning_run_starts_from_the_checkpoint(ethanol_checkpoint, tmp_path
           "--model.init_args.min_lr", "0", "--trainer.default_root_dir", str(run)])
     tuned, record = load_potential(run / "checkpoints" / "last.ckpt")
     source, source_record = load_potential(ethanol_checkpoint)
-    assert record["dataset"]["fingerprint"] != source_record["dataset"]["fingerprint"]
+    assert record.fingerprint != source_record.fingerprint
     for (name, a), b in zip(tuned.named_parameters(), source.parameters()):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=0, atol=1e-6, err_msg=name)
     assert float(tuned.energy_scale) == float(source.energy_scale)  # force scale kept, shifts refitted

@@ -36,12 +36,12 @@ def test_reported_drift_of_a_known_trajectory(tmp_path, n_atoms) -> None:
     slope = 0.37  # meV/atom/ps
     series = synthetic_series(n_atoms, slope, rng)
     z = np.full(n_atoms, 6)
-    report = summarise(series, z, 0.5, 2000, "nve", Contact(1.5, 1.5, 0, 1))
+    report = summarise(series, z, 0.5, 2000, "nve", Contact(1.5, 1.5, 0, 1, 1.5))
     write_outputs(report, series, tmp_path)
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["drift_mev_per_atom_ps"] == pytest.approx(slope, rel=1e-3)
     # per-atom normalisation: the same total-energy trend spread over twice the atoms halves the drift
-    doubled = summarise(series, np.full(2 * n_atoms, 6), 0.5, 2000, "nve", Contact(1.5, 1.5, 0, 1))
+    doubled = summarise(series, np.full(2 * n_atoms, 6), 0.5, 2000, "nve", Contact(1.5, 1.5, 0, 1, 1.5))
     assert doubled.drift_mev_per_atom_ps == pytest.approx(slope / 2, rel=1e-3)
     assert written["status"] == "ok" and written["unphysical"] == []
 
@@ -52,14 +52,18 @@ def test_contact_bounds_follow_covalent_radii() -> None:
     assert bounds[1, 2] == pytest.approx(0.75 * 2 * 0.31)
     contact = closest_contact(np.array([[0.0, 0, 0], [0.7, 0, 0], [3.0, 0, 0]]), bounds)
     assert (contact.i, contact.j) == (0, 1) and contact.ratio == pytest.approx(0.7 / bounds[0, 1])
+    assert contact.min_distance == pytest.approx(0.7)
+    # the pair furthest below its bound (C-H at 0.75 Å) need not be the closest pair (H-H at 0.45 Å)
+    contact = closest_contact(np.array([[0.0, 0, 0], [0.75, 0, 0], [1.2, 0, 0]]), bounds)
+    assert (contact.i, contact.j) == (0, 1) and contact.min_distance == pytest.approx(0.45)
 
 
 def test_each_unphysical_reason_alone() -> None:
     z = np.array([6, 1])
-    fine = Contact(1.2, 1.1, 0, 1)
+    fine = Contact(1.2, 1.1, 0, 1, 1.1)
     steady = np.full(100, 300.0)
     assert unphysical_reasons(z, fine, steady, 2.0, "nve") == []
-    (reason,) = unphysical_reasons(z, Contact(0.9, 0.72, 0, 1), steady, 2.0, "nve")
+    (reason,) = unphysical_reasons(z, Contact(0.9, 0.72, 0, 1, 0.72), steady, 2.0, "nve")
     assert "0.72 Å" in reason and "(C)" in reason and "(H)" in reason
     heated = np.concatenate([np.full(50, 300.0), np.full(50, 300.0 + MAX_TEMPERATURE_CHANGE_K + 10)])
     (reason,) = unphysical_reasons(z, fine, heated, 2.0, "nve")
@@ -79,7 +83,11 @@ def test_healthy_bond_is_ok(tmp_path) -> None:
     atoms = _ch_pair(1.09, epsilon=4.0, r0=1.09, rho0=2.18)
     report, _ = run_md(atoms, temperature=300.0, steps=400, progress=False, output=tmp_path)
     assert report.status == "ok" and not report.exploded and not report.unphysical
-    assert json.loads((tmp_path / "report.json").read_text())["status"] == "ok"
+    written = json.loads((tmp_path / "report.json").read_text())
+    assert written["status"] == "ok"
+    # the speed: 400 steps of 0.5 fs in wall_s seconds
+    assert written["wall_s"] > 0 and written["steps_per_s"] == pytest.approx(400 / written["wall_s"])
+    assert written["ns_per_day"] == pytest.approx(written["steps_per_s"] * 0.5e-6 * 86_400)
 
 
 def test_a_hole_in_the_surface_is_unphysical_not_exploded() -> None:

@@ -91,3 +91,13 @@ def test_loss_scales_by_hand() -> None:
     assert per_atom == pytest.approx((2.0, np.sqrt(5.0) / 2))
     total = tiny_task(energy_error_scale="energy_std", energy_loss="total")._loss_scales(Train)
     assert total == pytest.approx((2.0, np.sqrt(5.0)))
+
+    class Other:  # a second molecule: 4 atoms, forces RMS 4, per-atom energies 25.25 .. 26.75 (mean 26)
+        E = np.array([101.0, 103.0, 105.0, 107.0])
+        F = np.full((4, 4, 3), 4.0)
+        z = np.array([1, 1, 6, 8])
+
+    both = tiny_task(energy_error_scale="energy_std", energy_loss="per_atom")._loss_scales([Train, Other])
+    per_atom_energies = np.concatenate([Train.E / 2 - 2.0, Other.E / 4 - 26.0])  # each about its own mean
+    rms = np.sqrt((4 * 2 * 3 * 2.0**2 + 4 * 4 * 3 * 4.0**2) / (4 * 2 * 3 + 4 * 4 * 3))
+    assert both == pytest.approx((rms, np.std(per_atom_energies)))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from potential_contract import PotentialContract
 
 from geopatra.errors import IncompatibleMoleculeError, SolverError
 from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
@@ -263,24 +264,33 @@ def test_forces_autograd_equal_analytic(fitted: SGDML, ethanol: dict) -> None:
     torch.testing.assert_close(Ft, fitted.predict_forces_analytic(fitted.R_train[:2]), rtol=1e-8, atol=1e-8)
 
 
-def test_forces_finite_differences(fitted: SGDML, ethanol: dict) -> None:
-    R = torch.as_tensor(ethanol["R"][700], dtype=F64)
-    _, F = fitted.predict(R[None])
-    h = 1e-4
-    for atom, k in [(0, 0), (2, 1), (5, 2), (8, 0)]:
-        Rp, Rm = R.clone(), R.clone()
-        Rp[atom, k] += h
-        Rm[atom, k] -= h
-        fd = -(fitted.predict_energy(Rp[None]) - fitted.predict_energy(Rm[None])) / (2 * h)
-        assert abs(float(fd) - float(F[0, atom, k])) <= 1e-6 * max(1.0, abs(float(fd)))
-
-
-def test_permutation_invariance(fitted: SGDML, ethanol: dict) -> None:
+def test_invariant_under_every_symmetry_it_found(fitted: SGDML, ethanol: dict) -> None:
     assert int(fitted.n_perms) == 6
     R = torch.as_tensor(ethanol["R"][800:804], dtype=F64)
     E0 = fitted.predict_energy(R)
     for p in fitted.perms:
         torch.testing.assert_close(fitted.predict_energy(R[:, p]), E0, rtol=1e-12, atol=1e-8)
+
+
+class TestSGDMLContract(PotentialContract):
+    """O(3) with reflections, translation, a symmetry permutation, batch = single, no cross-frame
+    gradient, finite differences and state-dict round trip."""
+
+    @pytest.fixture
+    def potential(self, fitted: SGDML) -> SGDML:
+        return fitted
+
+    @pytest.fixture
+    def fresh_potential(self) -> SGDML:
+        return SGDML(sigmas=[20.0], solver="exact", max_symmetry_geometries=30)
+
+    @pytest.fixture
+    def structures(self, ethanol: dict) -> list:
+        return [(ethanol["R"][i], ethanol["z"]) for i in (700, 800, 900)]
+
+    def permutation(self, potential: SGDML, z: torch.Tensor) -> torch.Tensor:
+        identity = torch.arange(len(z))
+        return next(p for p in potential.perms if not torch.equal(p.cpu(), identity))
 
 
 def test_forward_batch_matches_predict(fitted: SGDML, ethanol: dict) -> None:
@@ -295,7 +305,8 @@ def test_forward_batch_matches_predict(fitted: SGDML, ethanol: dict) -> None:
     torch.testing.assert_close(F, F2.reshape(-1, 3), rtol=1e-10, atol=1e-10)
 
 
-def test_state_dict_round_trip(fitted: SGDML, ethanol: dict) -> None:
+def test_state_dict_carries_the_solution(fitted: SGDML, ethanol: dict) -> None:
+    """Beyond the contract's round trip: fitted state, σ and training indices, and predict()."""
     fresh = SGDML(sigmas=[20.0], solver="exact", max_symmetry_geometries=30)
     assert not fresh.is_fitted
     fresh.load_state_dict(fitted.state_dict())

@@ -136,6 +136,18 @@ def test_woodbury_equals_dense_inverse(method: str) -> None:
 
 
 @pytest.mark.parametrize("method", SELECTIONS)
+def test_build_shows_progress_without_changing_the_preconditioner(method: str, capsys) -> None:
+    K = matern_gram(60, 3, 0.3, seed=3)
+    quiet = NystromPreconditioner.build(DenseOperator(K), 1e-2, 15, method, seed=0)
+    assert "Nyström" not in capsys.readouterr().err
+    shown = NystromPreconditioner.build(DenseOperator(K), 1e-2, 15, method, seed=0, progress=True)
+    assert "Nyström" in capsys.readouterr().err
+    assert torch.equal(quiet.indices, shown.indices)
+    v = torch.randn(60, dtype=F64)
+    torch.testing.assert_close(quiet(v), shown(v), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", SELECTIONS)
 def test_grouped_selection_takes_whole_groups(method: str) -> None:
     """group_size=g picks ceil(k/g) whole groups of g consecutive columns (sGDML: geometries)."""
     n, g, lam = 60, 5, 1e-2

@@ -58,14 +58,69 @@ def read_extxyz(
     length_unit: str | None = None,
     energy_unit: str | None = None,
 ) -> MolecularDataset:
-    """Read an extxyz trajectory into a validated :class:`MolecularDataset` (Å, kcal/mol).
+    """Read an extxyz trajectory of one molecule into a validated :class:`MolecularDataset` (Å, kcal/mol).
 
     Args:
         energy_key: key of the per-frame energy; ``None`` tries ``REF_energy``, ``energy``, ``Energy``.
         forces_key: name of the per-atom force column; ``None`` tries ``REF_forces``, ``forces``.
         length_unit, energy_unit: units of the file; by default Å and the unit of the energy key's
             dialect (eV for ``REF_energy``/``energy``, kcal/mol for ``Energy``; see the module docstring).
+
+    Raises:
+        ShapeError: the file holds several compositions (read it with :func:`read_extxyz_molecules`).
     """
+    molecules = _read_compositions(
+        path, energy_key=energy_key, forces_key=forces_key, length_unit=length_unit, energy_unit=energy_unit
+    )
+    if len(molecules) > 1:
+        (first, _), (second, frames) = molecules[:2]
+        raise ShapeError(
+            f"{path}: frame {frames[0]} holds {second.n_atoms} atoms {_formula(second)}; expected "
+            f"{first.n_atoms} atoms {_formula(first)} in the same order as frame 0. A dataset holds one "
+            "molecule; pass the file to --data.path to train one model on all its molecules."
+        )
+    return molecules[0][0]
+
+
+def read_extxyz_molecules(
+    path: str | os.PathLike,
+    *,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    length_unit: str | None = None,
+    energy_unit: str | None = None,
+) -> list[MolecularDataset]:
+    """Read an extxyz file that may hold several molecules: one :class:`MolecularDataset` per
+    composition (atomic numbers in order), in the order each first appears in the file.
+
+    A file of one molecule gives one dataset named after the file; several give ``<file>_<formula>``
+    each (a warning lists them: a frame whose atoms are out of order is a molecule of its own).
+    Arguments as :func:`read_extxyz`.
+    """
+    molecules = _read_compositions(
+        path, energy_key=energy_key, forces_key=forces_key, length_unit=length_unit, energy_unit=energy_unit
+    )
+    if len(molecules) > 1:
+        logger.warning("%s holds %d compositions, read as molecules: %s", path, len(molecules),
+                       ", ".join(f"{m.name} ({m.n_frames} frames)" for m, _ in molecules))
+    return [m for m, _ in molecules]
+
+
+def _formula(dataset: MolecularDataset) -> str:
+    from ase.symbols import Symbols
+
+    return Symbols(dataset.z).get_chemical_formula()
+
+
+def _read_compositions(
+    path: str | os.PathLike,
+    *,
+    energy_key: str | None,
+    forces_key: str | None,
+    length_unit: str | None,
+    energy_unit: str | None,
+) -> list[tuple[MolecularDataset, list[int]]]:
+    """Each composition of the file as a dataset, with the numbers of its frames in the file."""
     import ase.io
 
     path = Path(path)
@@ -79,16 +134,11 @@ def read_extxyz(
         raise DataError(f"{path}: holds no frames")
     keys = (energy_key,) if energy_key else DEFAULT_ENERGY_KEYS
     force_keys = (forces_key,) if forces_key else DEFAULT_FORCES_KEYS
-    n_atoms = len(frames[0])
-    energies, forces, positions = [], [], []
+    groups: dict[tuple[int, ...], list[int]] = {}
+    energies, forces = [], []
     used_energy_key = None
     for index, atoms in enumerate(frames):
-        if len(atoms) != n_atoms or not np.array_equal(atoms.numbers, frames[0].numbers):
-            raise ShapeError(
-                f"{path}: frame {index} holds {len(atoms)} atoms {atoms.get_chemical_formula()}; "
-                f"expected {n_atoms} atoms {frames[0].get_chemical_formula()} in the same order as "
-                "frame 0. A dataset holds one molecule."
-            )
+        groups.setdefault(tuple(int(z) for z in atoms.numbers), []).append(index)
         key = next((k for k in keys if _frame_value(atoms, k) is not None), None)
         if key is None:
             raise MissingKeyError(
@@ -109,7 +159,6 @@ def read_extxyz(
             )
         energies.append(float(np.asarray(energy).reshape(-1)[0]))
         forces.append(np.asarray(force, dtype=np.float64))
-        positions.append(atoms.get_positions())
     assumed = energy_unit is None
     energy_unit = energy_unit or ENERGY_UNIT_OF_KEY.get(used_energy_key, "kcal/mol")
     units = Units(length_unit or "Ang", energy_unit)
@@ -118,14 +167,28 @@ def read_extxyz(
             "%s: energies under %r read as %s (forces %s/Å), the unit of that key's dialect; "
             "pass --data.energy_unit if the file means another", path.name, used_energy_key, energy_unit, energy_unit,
         )
-    R, E, F = convert_to_internal(np.stack(positions), np.array(energies), np.stack(forces), units)
-    return MolecularDataset(
-        R=R,
-        z=frames[0].numbers,
-        E=E,
-        F=F,
-        name=path.stem,
-        theory=str(frames[0].info.get("theory", "unknown")),
-        source=str(path),
-        source_units=units,
-    )
+    molecules: list[tuple[MolecularDataset, list[int]]] = []
+    names: set[str] = set()
+    for numbers, members in groups.items():
+        R, E, F = convert_to_internal(
+            np.stack([frames[i].get_positions() for i in members]),
+            np.array([energies[i] for i in members]),
+            np.stack([forces[i] for i in members]),
+            units,
+        )
+        formula = frames[members[0]].get_chemical_formula()
+        name = path.stem if len(groups) == 1 else f"{path.stem}_{formula}"
+        name = name if name not in names else f"{name}_{len(molecules)}"  # same formula, other atom order
+        names.add(name)
+        dataset = MolecularDataset(
+            R=R,
+            z=np.array(numbers),
+            E=E,
+            F=F,
+            name=name,
+            theory=str(frames[members[0]].info.get("theory", "unknown")),
+            source=str(path),
+            source_units=units,
+        )
+        molecules.append((dataset, members))
+    return molecules

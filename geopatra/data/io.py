@@ -1,14 +1,17 @@
-"""One entry point for reading a dataset from a path, an MD22 molecule name, or the bundled default."""
+"""One entry point for reading datasets: from a path, an MD22 molecule name, or the bundled default;
+one molecule (:func:`read_dataset`) or several (:func:`read_molecules`)."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from geopatra.data.dataset import MolecularDataset
-from geopatra.data.extxyz import read_extxyz
+from geopatra.data.extxyz import read_extxyz, read_extxyz_molecules
 from geopatra.data.npz import read_npz
-from geopatra.errors import DataError
+from geopatra.errors import DataError, UnitError
 
 #: The name under which the bundled Ac-Ala3-NHMe GFN2-xTB dataset is found.
 BUNDLED = "bundled"
@@ -56,3 +59,50 @@ def read_dataset(
             file, energy_key=energy_key, forces_key=forces_key, length_unit=length_unit, energy_unit=energy_unit
         )
     raise DataError(f"{file}: unknown format {suffix!r}; expected .npz, .xyz or .extxyz")
+
+
+def read_molecules(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    length_unit: str | None = None,
+    energy_unit: str | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+) -> list[MolecularDataset]:
+    """Every molecule of one or several files (as :func:`read_dataset`; an extxyz file may hold
+    several compositions, one dataset each), in the order given.
+
+    Raises:
+        UnitError: the files were read in different units (say eV and kcal/mol): a set mixed by
+            accident is the likelier story, so convert the files or give ``energy_unit`` for all.
+        DataError: no path, or the same molecule (same data) twice.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise DataError("no dataset path given")
+    molecules: list[MolecularDataset] = []
+    for path in paths:
+        file = resolve_path(path)
+        if file.suffix.lower() in (".xyz", ".extxyz"):
+            molecules += read_extxyz_molecules(
+                file, energy_key=energy_key, forces_key=forces_key, length_unit=length_unit, energy_unit=energy_unit
+            )
+        else:
+            molecules.append(
+                read_dataset(file, length_unit=length_unit, energy_unit=energy_unit,
+                             energy_key=energy_key, forces_key=forces_key)
+            )
+    first = molecules[0].source_units
+    if any(not (math.isclose(m.source_units.length_factor_to(first), 1.0)
+                and math.isclose(m.source_units.energy_factor_to(first), 1.0)) for m in molecules):
+        found = ", ".join(f"{Path(m.source).name}: {m.source_units.length}, {m.source_units.energy}" for m in molecules)
+        raise UnitError(
+            f"the datasets were read in different units ({found}); convert them to one, or pass "
+            "--data.energy_unit / --data.length_unit if every file means the same units"
+        )
+    seen: dict[str, str] = {}
+    for molecule in molecules:
+        if molecule.fingerprint in seen:
+            raise DataError(f"{molecule.source}: the same data as {seen[molecule.fingerprint]}; pass each dataset once")
+        seen[molecule.fingerprint] = molecule.source
+    return molecules

@@ -1,16 +1,21 @@
-"""Seeded, disjoint train/validation/test splits, saved as ``split.npz`` with the dataset fingerprint."""
+"""Seeded, disjoint train/validation/test splits, saved as ``split.npz`` with the dataset fingerprint.
+
+A run on several molecules has one :class:`Split` per molecule, all in one ``split.npz``
+(:func:`save_splits` / :func:`load_splits`); a one-molecule file keeps the plain layout.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from geopatra.data.dataset import MolecularDataset
-from geopatra.errors import DataError, SplitError
+from geopatra.errors import SplitError
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,6 +50,10 @@ class Split:
         if not path.is_file():
             raise SplitError(f"{path}: no such split file")
         with np.load(path) as data:
+            if "molecules" in data.files:
+                raise SplitError(
+                    f"{path}: a split of {int(data['molecules'])} molecules; pass all of their datasets"
+                )
             missing = [k for k in ("train", "val", "test", "fingerprint") if k not in data.files]
             if missing:
                 raise SplitError(f"{path}: missing {missing}; not a geopatra split file")
@@ -122,20 +131,61 @@ def check_split(split: Split, dataset: MolecularDataset) -> None:
             seen[key] = label
 
 
-def load_or_make_split(
-    dataset: MolecularDataset,
-    n_train: int,
-    n_val: int,
-    n_test: int | None,
-    seed: int,
-    split_file: str | os.PathLike | None,
-) -> Split:
-    """Reuse ``split_file`` if given (checked against ``dataset``), else draw a new seeded split."""
-    if split_file is None:
-        return make_split(dataset, n_train, n_val, n_test, seed)
-    split = Split.load(split_file)
-    try:
+def save_splits(path: str | os.PathLike, splits: Sequence[Split]) -> Path:
+    """Write the splits of a run: one molecule as :meth:`Split.save`, several as one npz holding
+    ``molecules`` and ``train_<k>``, ``val_<k>``, ``test_<k>``, ``fingerprint_<k>``, ``seed_<k>``."""
+    if len(splits) == 1:
+        return splits[0].save(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {"molecules": np.array(len(splits))}
+    for k, split in enumerate(splits):
+        arrays |= {f"train_{k}": split.train, f"val_{k}": split.val, f"test_{k}": split.test,
+                   f"fingerprint_{k}": np.array(split.fingerprint),
+                   f"seed_{k}": np.array(-1 if split.seed is None else split.seed)}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def load_splits(path: str | os.PathLike) -> list[Split]:
+    """The splits of :func:`save_splits` (a one-molecule ``split.npz`` gives a list of one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SplitError(f"{path}: no such split file")
+    with np.load(path) as data:
+        if "molecules" not in data.files:
+            return [Split.load(path)]
+        splits = []
+        for k in range(int(data["molecules"])):
+            keys = [f"{name}_{k}" for name in ("train", "val", "test", "fingerprint", "seed")]
+            missing = [key for key in keys if key not in data.files]
+            if missing:
+                raise SplitError(f"{path}: missing {missing}; not a geopatra split file")
+            seed = int(data[f"seed_{k}"])
+            splits.append(Split(train=data[f"train_{k}"].astype(np.int64), val=data[f"val_{k}"].astype(np.int64),
+                                test=data[f"test_{k}"].astype(np.int64), fingerprint=str(data[f"fingerprint_{k}"]),
+                                seed=None if seed < 0 else seed))
+        return splits
+
+
+def check_splits(splits: Sequence[Split], datasets: Sequence[MolecularDataset]) -> None:
+    """:func:`check_split` for each molecule, in order, plus the geometry check across molecules
+    (the same frame in two files must not be trained on and tested on)."""
+    if len(splits) != len(datasets):
+        raise SplitError(f"the split holds {len(splits)} molecule(s); the data {len(datasets)}")
+    seen: dict[str, str] = {}
+    for split, dataset in zip(splits, datasets):
         check_split(split, dataset)
-    except DataError as err:
-        raise SplitError(f"{split_file}: {err}") from err
-    return split
+        if len(datasets) == 1:
+            return
+        hashes = frame_hashes(dataset.R)
+        for label in ("train", "val", "test"):
+            for frame, key in zip(getattr(split, label), hashes[getattr(split, label)]):
+                other = seen.setdefault(key, label)
+                if other != label:
+                    raise SplitError(
+                        f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry of another "
+                        f"file's {other} subset; duplicate frames across splits leak test data into training"
+                    )

@@ -30,6 +30,10 @@ class Potential(torch.nn.Module):
     trainable: ClassVar[bool] = True
     #: Short name stored in checkpoints ("geopatra", "sgdml").
     kind: ClassVar[str] = "potential"
+    #: Whether one model can be fitted to several molecules (``fit_to_data`` then gets a list).
+    multi_molecule: ClassVar[bool] = False
+    #: Whether the energy is a sum of atomic energies (:meth:`per_atom_energy`).
+    has_per_atom_energy: ClassVar[bool] = False
 
     init_args: dict[str, Any]
 
@@ -58,8 +62,14 @@ class Potential(torch.nn.Module):
     def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         raise NotImplementedError
 
+    def per_atom_energy(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """Energy of each atom [n_atoms] kcal/mol, summing to :meth:`forward` per molecule; only for
+        models with ``has_per_atom_energy`` (a kernel model's energy has no atomic decomposition)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-atom energies")
+
     def fit_to_data(self, train: MolecularDataset, val: MolecularDataset | None = None) -> None:
-        """Fit whatever the model takes from the data before (or instead of) gradient training."""
+        """Fit whatever the model takes from the data before (or instead of) gradient training
+        (``train`` is a list of datasets, one per molecule, for ``multi_molecule`` models)."""
 
     def validation_diagnostics(self, pos: Tensor, z: Tensor, batch: Tensor) -> dict[str, float]:
         """Scalars about the model's internals on one validation batch (positions [n_atoms, 3] Å,

@@ -38,6 +38,7 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from geopatra.errors import SolverError
 from geopatra.solvers.operator import KernelOperator
@@ -135,28 +136,53 @@ def select_columns(
     """
     check_selection(method)
     if method == "pivoted_cholesky":
-        idx, _ = pivoted_cholesky(operator, k, group_size=group_size)
+        idx, _ = pivoted_cholesky(operator, k, group_size=group_size, progress=False)
         return torch.sort(idx).values
-    _, idx = _sample_columns(operator, k, method, lam=lam, seed=seed, group_size=group_size)
+    _, idx = _sample_columns(operator, k, method, lam=lam, seed=seed, group_size=group_size, progress=False)
     return idx
 
 
+def _columns(operator: KernelOperator, idx: Tensor, bar: tqdm, group_size: int = 1, chunks: int = 16) -> Tensor:
+    """``operator.columns(idx)`` [n, len(idx)] fetched in about ``chunks`` parts of whole groups,
+    advancing ``bar``; returned as the transposed view of a row-major [len(idx), n] array (what the
+    triangular solves read), so no copy is made."""
+    k = idx.numel()
+    step = max(1, -(-k // chunks))
+    step = -(-step // group_size) * group_size  # a part never splits a group (sGDML: a geometry)
+    out = torch.empty(k, operator.n, dtype=operator.dtype, device=operator.device)
+    for start in range(0, k, step):
+        part = idx[start : start + step]
+        out[start : start + part.numel()] = operator.columns(part.to(operator.device)).T
+        bar.update(part.numel())
+    return out.T
+
+
 def _sample_columns(
-    operator: KernelOperator, k: int, method: str, *, lam: float, seed: int, group_size: int = 1
+    operator: KernelOperator, k: int, method: str, *, lam: float, seed: int, group_size: int = 1,
+    progress: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Columns ``C = K[:, S]`` [n, k'] and sorted ``S`` [k'] for random / leverage selection."""
     g = int(group_size)
     n_groups = _check_groups(operator.n, g)
     kg = min(n_groups, -(-int(k) // g))  # groups to take
     gen = _generator(seed, torch.device("cpu"))
+    bar = tqdm(total=kg * g, desc=f"Nyström columns ({method})", unit="col", disable=not progress, leave=False)
+    with bar:
+        return _sample_columns_into(operator, method, lam, g, n_groups, kg, gen, bar)
+
+
+def _sample_columns_into(
+    operator: KernelOperator, method: str, lam: float, g: int, n_groups: int, kg: int,
+    gen: torch.Generator, bar: tqdm,
+) -> tuple[Tensor, Tensor]:
     if method == "random" or kg == n_groups:
         idx = _expand(torch.sort(torch.randperm(n_groups, generator=gen)[:kg]).values, g)
-        return operator.columns(idx.to(operator.device)), idx
+        return _columns(operator, idx, bar, g), idx
     # leverage: uniform pilot, then ridge-leverage-score sampling of the rest.
     k0 = max(1, kg // 4)
     pilot_groups = torch.sort(torch.randperm(n_groups, generator=gen)[:k0]).values
     pilot = _expand(pilot_groups, g)
-    C0 = operator.columns(pilot.to(operator.device))  # [n, k0 g]
+    C0 = _columns(operator, pilot, bar, g)  # [n, k0 g]
     W0 = C0[pilot.to(C0.device)]
     eye = torch.eye(W0.shape[0], dtype=C0.dtype, device=C0.device)
     L0, _ = stable_cholesky(0.5 * (W0 + W0.T) + lam * eye, "pilot block K[S0,S0] + λI")
@@ -178,7 +204,7 @@ def _sample_columns(
         rest = rest[torch.randperm(rest.numel(), generator=gen)[: n_more - positive]]
         extra_groups = torch.cat([torch.nonzero(score > 0).flatten(), rest])
     extra = _expand(extra_groups, g)
-    C1 = operator.columns(extra.to(operator.device))
+    C1 = _columns(operator, extra, bar, g)
     idx = torch.cat([pilot, extra])
     C = torch.cat([C0, C1], dim=1)
     order = torch.argsort(idx)
@@ -210,7 +236,7 @@ def _small_pivoted_cholesky(S: Tensor, floor: float, r_max: int) -> tuple[list[i
 
 
 def pivoted_cholesky(
-    operator: KernelOperator, k: int, rtol: float = 1e-14, *, group_size: int = 1
+    operator: KernelOperator, k: int, rtol: float = 1e-14, *, group_size: int = 1, progress: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Greedy pivoted incomplete Cholesky of ``K``: ``K ≈ F Fᵀ`` with ``F`` [n, k'].
 
@@ -220,6 +246,8 @@ def pivoted_cholesky(
     ``columns`` call and eliminates its columns greedily (block pivoting), up to ``ceil(k/g) g``
     columns. Columns whose residual diagonal is below ``rtol`` times the largest initial diagonal
     are skipped, so k' is smaller than asked once the numerical rank is reached.
+
+    ``progress`` shows a bar over the pivots.
 
     Returns:
         ``(idx [k'], F [n, k'])``, pivots in selection order.
@@ -233,6 +261,7 @@ def pivoted_cholesky(
     used = torch.zeros(n_groups, dtype=torch.bool, device=d.device)
     pivots: list[int] = []
     offsets = torch.arange(g, device=d.device)
+    bar = tqdm(total=k, desc="Nyström pivoted Cholesky", unit="col", disable=not progress, leave=False)
     while len(pivots) < k:
         score = d.reshape(n_groups, g).sum(1).masked_fill(used, -1.0)
         grp = int(torch.argmax(score))
@@ -256,6 +285,8 @@ def pivoted_cholesky(
         d[local[P]] = 0.0
         d.clamp_(min=0.0)
         pivots.extend((grp * g + P).tolist())
+        bar.update(len(order))
+    bar.close()
     if len(pivots) < k:
         logger.info("pivoted Cholesky: numerical rank %d reached (asked for %d)", len(pivots), k)
     # F as the transpose of a row-major [k', n] tensor, so that Fᵀ needs no copy.
@@ -307,6 +338,7 @@ class NystromPreconditioner:
         *,
         seed: int = 0,
         group_size: int = 1,
+        progress: bool = False,
     ) -> NystromPreconditioner:
         """Select ``k`` inducing columns of ``operator`` by ``method`` and factor the preconditioner.
 
@@ -318,6 +350,7 @@ class NystromPreconditioner:
             seed: seed of the random selections.
             group_size: select whole groups of this many consecutive columns (``ceil(k/g)``
                 groups), for operators whose columns come in blocks (sGDML: 3N per geometry).
+            progress: show a bar over the kernel columns fetched.
 
         Raises:
             ValueError: bad ``method``, ``k < 1`` or ``lam <= 0``.
@@ -330,12 +363,12 @@ class NystromPreconditioner:
             raise ValueError(f"Nyström: lam must be > 0; got {lam}")
         t0 = time.perf_counter()
         if method == "pivoted_cholesky":
-            idx, F = pivoted_cholesky(operator, k, group_size=group_size)
+            idx, F = pivoted_cholesky(operator, k, group_size=group_size, progress=progress)
             B = F.T.contiguous()  # [k, n], K̃ = Bᵀ B
             del F
         else:
             C, idx = _sample_columns(operator, k, method, lam=lam, seed=seed,
-                                     group_size=group_size)
+                                     group_size=group_size, progress=progress)
             W = C[idx.to(C.device)]
             W = 0.5 * (W + W.T)
             L, _ = stable_cholesky(W, "inducing block W = K[S,S]")

@@ -356,7 +356,7 @@ def solve_iterative(
         iterations = 0
         while True:
             P = NystromPreconditioner.build(operator, lam, k, selection, seed=seed,
-                                            group_size=group_size)
+                                            group_size=group_size, progress=progress)
             can_grow = adaptive and k < k_max
             result = pcg(matvec, b, preconditioner=P, x0=x, method=f"pcg[{P.name}]",
                          start_iteration=iterations,

@@ -10,10 +10,10 @@
    ``max_symmetries``, the permutations whose cycles overlap longer cycles of others are dropped
    (the sGDML "salvage" step) and the largest subgroup found greedily within the cap is kept,
    with a warning: the candidates are added one at a time, those that move the fewest atoms
-   first, then the most often matched, each kept only if the closure still fits. (Until
-   2026-11-26 geopatra fell back to the identity here, which threw away all of, e.g., the
-   3^5 = 243-element methyl-rotor group of Ac-Ala3-NHMe under a cap of 64, where 27 fit. sgdml
-   1.0.3 caps at 100 and has no fallback when its salvaged set does not close under the cap.)
+   first, then the most often matched, each kept only if the closure still fits. (Falling back
+   to the identity instead would throw away all of, e.g., the 3^5 = 243-element methyl-rotor group
+   of Ac-Ala3-NHMe under a cap of 64, where 27 fit. sgdml 1.0.3 caps at 100 and has no fallback
+   when its salvaged set does not close under the cap.)
 
 Everything is deterministic: the geometries used are evenly spaced over the training set (by
 position), and ties are broken by index order.

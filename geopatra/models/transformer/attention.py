@@ -145,8 +145,7 @@ class GeometricAttention(nn.Module):
         self.norm = nn.LayerNorm(self.num_scalars)
         self.query = nn.Linear(self.num_scalars, self.num_scalars)
         self.key = nn.Linear(self.num_scalars, self.num_scalars)
-        # 0.1 to 3 per Å: the most local head starts focused on bonded neighbours (measured on the 42-atom
-        # peptide, 300 steps: validation energy MAE about halved, force MAE 3 % lower than 0.05 to 1 per Å)
+        # 0.1 to 3 per Å: the most local head starts focused on bonded neighbours, the widest sees the molecule
         decay = torch.logspace(math.log10(0.1), math.log10(3.0), num_heads) if num_heads > 1 else torch.tensor([0.5])
         self.decay_raw = nn.Parameter(torch.log(torch.expm1(decay)))  # softplus^-1: gamma = softplus(raw) [1/Å]
         n_l2 = lmax_sh + 1

@@ -88,6 +88,8 @@ class GeoPaTra(Potential):
 
     trainable: ClassVar[bool] = True
     kind: ClassVar[str] = "geopatra"
+    multi_molecule: ClassVar[bool] = True
+    has_per_atom_energy: ClassVar[bool] = True
 
     def __init__(
         self,
