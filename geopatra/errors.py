@@ -57,6 +57,10 @@ class SolverError(GeopatraError, RuntimeError):
         self.residual = residual
 
 
+class ConfigurationError(GeopatraError, ValueError):
+    """Settings that cannot work together (e.g. a kernel model on several processes)."""
+
+
 class CheckpointError(GeopatraError, ValueError):
     """A file is not a geopatra checkpoint, is of the wrong kind, or comes from an incompatible version."""
 

@@ -6,6 +6,7 @@ Names carry units: energies per molecule and per atom in kcal/mol, force compone
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -58,18 +59,27 @@ class ErrorAccumulator:
         """Molecules (frames) added since the last reset."""
         return self._n_molecules
 
-    def compute(self) -> dict[str, float]:
-        """The metrics of :data:`METRIC_NAMES` (force metrics only if forces were added)."""
-        n, m = max(self._n_molecules, 1), self._n_components
+    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        """The metrics of :data:`METRIC_NAMES` (force metrics only if forces were added).
+
+        ``reduce`` sums the accumulated sums and counts over processes (e.g. Lightning's
+        ``strategy.reduce(..., reduce_op="sum")``), so that every rank reports the metric of all
+        frames, not of its shard; None: this process's frames only.
+        """
+        totals = torch.tensor([*self._sums.values(), self._n_molecules, self._n_components], dtype=torch.float64)
+        if reduce is not None:
+            totals = reduce(totals).double().cpu()
+        e_abs, e_sq, ea_abs, ea_sq, f_abs, f_sq, n_molecules, n_components = totals.tolist()
+        n = max(n_molecules, 1.0)
         out = {
-            "energy_mae_kcal_mol": self._sums["e_abs"] / n,
-            "energy_rmse_kcal_mol": math.sqrt(self._sums["e_sq"] / n),
-            "energy_mae_per_atom_kcal_mol": self._sums["ea_abs"] / n,
-            "energy_rmse_per_atom_kcal_mol": math.sqrt(self._sums["ea_sq"] / n),
+            "energy_mae_kcal_mol": e_abs / n,
+            "energy_rmse_kcal_mol": math.sqrt(e_sq / n),
+            "energy_mae_per_atom_kcal_mol": ea_abs / n,
+            "energy_rmse_per_atom_kcal_mol": math.sqrt(ea_sq / n),
         }
-        if m:
-            out["force_mae_kcal_mol_A"] = self._sums["f_abs"] / m
-            out["force_rmse_kcal_mol_A"] = math.sqrt(self._sums["f_sq"] / m)
+        if n_components:
+            out["force_mae_kcal_mol_A"] = f_abs / n_components
+            out["force_rmse_kcal_mol_A"] = math.sqrt(f_sq / n_components)
         return out
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Timer
 
 from geopatra.checkpoint import CHECKPOINT_KEY
-from geopatra.errors import DataError
+from geopatra.errors import ConfigurationError, DataError
 from geopatra.metrics import ErrorAccumulator, atoms_per_molecule
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.potential import Potential
@@ -133,6 +133,13 @@ class ForceFieldTask(L.LightningModule):
         return error.square().mean()
 
     # --- fit ----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if not self.potential.trainable and self.trainer.world_size > 1:
+            raise ConfigurationError(
+                f"{type(self.potential).__name__} is solved, not trained: it has no parameters for "
+                f"{self.trainer.world_size} processes to share; fit it with --trainer.devices 1"
+            )
+
     def on_fit_start(self) -> None:
         datamodule = self.trainer.datamodule
         train, val = self._fit_data(datamodule)
@@ -322,8 +329,12 @@ class ForceFieldTask(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def _sum_over_processes(self, totals: torch.Tensor) -> torch.Tensor:
+        """Sum ``totals`` over the processes of a distributed run (unchanged in one process)."""
+        return self.trainer.strategy.reduce(totals.to(self.device), reduce_op="sum")
+
     def _log_epoch(self, stage: str) -> dict[str, float]:
-        metrics = self._errors[stage].compute()
+        metrics = self._errors[stage].compute(reduce=self._sum_over_processes)
         self._errors[stage].reset()
         for name, value in metrics.items():
             self.log(f"{stage}/{name}", value, prog_bar=name.startswith("force_mae"))
@@ -340,7 +351,7 @@ class ForceFieldTask(L.LightningModule):
         if self.trainer.state.fn == "fit":
             self.log("val/elapsed_s", time.perf_counter() - self._fit_start)  # wall time since fit start
         # training-set errors of the batches since the previous validation (weights as trained, no EMA)
-        train = self._errors["train"].compute()
+        train = self._errors["train"].compute(reduce=self._sum_over_processes)
         self._errors["train"].reset()
         for name in ("force_mae_kcal_mol_A", "energy_mae_kcal_mol"):
             if name in train:
@@ -358,12 +369,22 @@ class ForceFieldTask(L.LightningModule):
         metrics = self._log_epoch("test")
         from geopatra.reports import per_molecule_metrics, write_test_report
 
+        predictions = self._gather(self._test_predictions)  # every process's frames, for the report
         names = self.trainer.datamodule.molecule_names if self.trainer.datamodule is not None else []
-        per_molecule = per_molecule_metrics(self._test_predictions, names) if len(names) > 1 else {}
+        per_molecule = per_molecule_metrics(predictions, names) if len(names) > 1 else {}
         for name, values in per_molecule.items():
             for metric in ("energy_mae_kcal_mol", "force_mae_kcal_mol_A"):
                 self.log(f"test/{name}/{metric}", values[metric])
-        write_test_report(self.trainer.default_root_dir, metrics, self._test_predictions, self, per_molecule)
+        if self.trainer.is_global_zero:  # one report per run
+            write_test_report(self.trainer.default_root_dir, metrics, predictions, self, per_molecule)
+
+    def _gather(self, items: list) -> list:
+        """``items`` of every process, rank by rank (``items`` itself in one process)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return items
+        gathered: list[list] = [[] for _ in range(self.trainer.world_size)]
+        torch.distributed.all_gather_object(gathered, items)
+        return [item for part in gathered for item in part]
 
     def _guard_against_leakage(self) -> None:
         """Refuse to test on frames the checkpoint was trained on (see :meth:`RunRecord.check_not_trained_on`)."""

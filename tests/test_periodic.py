@@ -41,7 +41,7 @@ def test_fragments_are_placed_next_to_each_other() -> None:
 def test_only_periodic_directions_are_unwrapped() -> None:
     water = molecule("H2O")
     cell = np.array([[6.0, 0, 0], [0, 6.0, 0], [0, 0, 0]])  # a slab: no third vector
-    positions = water.positions + [0.0, 0.0, 30.0]  # far out along the non-periodic axis
+    positions = water.positions + np.array([0.0, 0.0, 30.0])  # far out along the non-periodic axis
     pbc = np.array([True, True, False])
     whole = make_whole(_wrapped(positions, np.diag([6.0, 6.0, 1.0]), pbc), water.numbers, cell, pbc)
     assert _same_up_to_translation(whole, positions)

@@ -158,7 +158,7 @@ class MolecularDataModule(L.LightningDataModule):
             except DataError as err:
                 raise SplitError(f"{split_file}: {err}") from err
         self.datasets, self.splits = datasets, splits
-        if run_dir is not None:
+        if run_dir is not None and self.trainer.is_global_zero:  # every process draws the same split
             save_splits(run_dir / SPLIT_FILE_NAME, splits)
         for dataset, split in zip(datasets, splits):
             logger.info("%s: %d train / %d val / %d test frames",

@@ -65,7 +65,8 @@ class SGDML(Potential):
         solver_max_iter: CG iteration budget per σ (``None``: ``min(10 n, 100000)``).
         solver_checkpoint: PCG state file (``.pt``); one file per σ is written next to it
             (``<stem>.sigma<σ>.m<M><suffix>``) so that an interrupted solve resumes. ``None``: none.
-        device: compute device for training and prediction (default: CPU).
+        device: compute device for training and prediction (default: where the module is, e.g. the
+            device Lightning's trainer put it on: ``--trainer.accelerator``).
         max_symmetry_geometries: training geometries matched for symmetry detection.
         predict_chunk: frames per chunk in :meth:`predict`.
         sigma_search_size: with more training frames than this, σ is scored on this many evenly
@@ -207,7 +208,8 @@ class SGDML(Potential):
     ) -> SGDML:
         """Fit on positions ``R`` [M, N, 3] Å, ``z`` [N], energies ``E`` [M] kcal/mol (None: c = 0)
         and forces ``F`` [M, N, 3] kcal/mol/Å; σ is chosen by force MAE on ``(R_val, F_val)``."""
-        dev = torch.device(self.device_name) if self.device_name else torch.device("cpu")
+        # the module's own device unless `device` says otherwise: under Lightning, the trainer's
+        dev = torch.device(self.device_name) if self.device_name else self.R_train.device
         R_t = torch.tensor(np.asarray(R), dtype=torch.float64)  # a copy: R may be read-only
         z_t = torch.tensor(np.asarray(z), dtype=torch.long).reshape(-1)
         F_t = torch.tensor(np.asarray(F), dtype=torch.float64)

@@ -1,0 +1,102 @@
+"""Why GeoPaTra overfits small training sets: variants of ``configs/geopatra.yaml`` against its
+generalisation gap, on the race's frames and budget machinery.
+
+    python experiments/overfit_probe.py --data ethanol --train 50 --budget 600 --variants 0 1 2 3
+
+Two variants at a time, each pinned to its own core with one thread (``timed_runs``); tested at the
+best validation checkpoint. Reports test and training force MAE and their ratio (the gap). A budget
+shorter than the race's ranks variants, it does not replace the race. Rows in
+``experiments/results/overfit_probe/``; report ``experiments/results/overfit_probe.{md,png,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import bench_common as bc
+import timed_runs as tr
+
+CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
+P = "--model.init_args.potential.init_args."
+#: (name, overrides) of each variant; 0 is the shipped config.
+VARIANTS = [
+    ("shipped config", []),
+    ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
+    ("weight decay 0.1", ["--model.init_args.weight_decay", "0.1"]),
+    ("32 scalar, 8 tensor channels (not 64, 16)", [P + "num_features", "32", P + "num_tensor_features", "8"]),
+    ("32 radial basis functions", [P + "num_rbf", "32"]),
+    ("8 radial basis functions", [P + "num_rbf", "8"]),
+]
+
+
+def row_path(rows_dir: Path, data: str, m: int, budget: float, variant: int, seed: int) -> Path:
+    return rows_dir / f"{data}_M{m}_b{budget:g}_v{variant}_seed{seed}.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", choices=sorted(bc.DATASETS), default="ethanol")
+    parser.add_argument("--train", type=int, default=50, help="training frames M")
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per run")
+    parser.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=bc.EXPERIMENTS / "work" / "race")
+    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    args = parser.parse_args()
+    data = bc.DATASETS[args.data]
+    split = bc.nested_splits(data, [args.train], 50, 500, args.work_dir)[args.train]  # the race's split files
+    rows_dir = args.results_dir / "overfit_probe"
+    todo = [v for v in args.variants
+            if not row_path(rows_dir, args.data, args.train, args.budget, v, args.seed).exists()]
+    for pair in (todo[k : k + 2] for k in range(0, len(todo), 2)):
+        jobs = {}
+        for core, v in enumerate(pair):
+            run_dir = args.work_dir / "probe" / f"{args.data}_M{args.train}_b{args.budget:g}_v{v}_seed{args.seed}"
+            jobs[v] = (run_dir, core, tr.geopatra_job(f"v{v}", data, split, run_dir, budget_s=args.budget,
+                                                       seed=args.seed, core=core, overrides=VARIANTS[v][1],
+                                                       config=CONFIG))
+        load = tr.load_average()
+        walls = tr.run_together([job for _, _, job in jobs.values()])
+        for v, (run_dir, core, _) in jobs.items():
+            row = tr.geopatra_row(VARIANTS[v][0], data, split, run_dir, config=CONFIG, overrides=VARIANTS[v][1],
+                                  fit_wall_s=walls[f"v{v}"], budget_s=args.budget, seed=args.seed, core=core)
+            row.update(variant=v, load_before=load)
+            path = row_path(rows_dir, args.data, args.train, args.budget, v, args.seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(row, indent=1))
+            print(f"v{v} {VARIANTS[v][0]}: test F MAE {row['test_F_mae']:.3f} kcal/mol/Å", flush=True)
+    print(write_report(rows_dir, args.results_dir))
+
+
+def write_report(rows_dir: Path, results: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*.json"))]
+    header = ["data", "M", "budget [s]", "seed", "variant", "test F MAE [kcal/mol/Å]", "best val F MAE",
+              "train F MAE (last)", "test / train", "test E MAE [kcal/mol]", "steps"]
+    table = [[r["data"], r["M"], f"{r['budget_s']:g}", r["seed"], f"{r['variant']}: {r['model']}",
+              f"{r['test_F_mae']:.3f}",
+              f"{min((c[1] for c in r['curve']), default=float('nan')):.3f}",
+              f"{r['train_F_mae_last']:.3f}" if r["train_F_mae_last"] else "—",
+              f"{r['test_F_mae'] / r['train_F_mae_last']:.1f}" if r["train_F_mae_last"] else "—",
+              f"{r['test_E_mae']:.3f}", r["steps"]] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in rows:
+        if r["curve"]:
+            ax.plot(*zip(*r["curve"]), label=f"{r['data']} M={r['M']} v{r['variant']}: {r['model']}")
+    ax.set(xlabel="training wall time [s] (one core)", ylabel="validation force MAE [kcal/mol/Å]", yscale="log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    body = ["Each variant changes `configs/geopatra.yaml` as named; the race's split files (50 validation, 500 test "
+            "frames); two runs at a time, each on its own core, one thread. Split files and hashes in the JSON rows.",
+            "", *bc.table(header, table)]
+    return bc.write_report("overfit_probe", None, results, "cpu", "GeoPaTra overfitting probe", body, rows, fig)
+
+
+if __name__ == "__main__":
+    main()
