@@ -318,8 +318,8 @@ def test_training_reduces_energy_and_force_loss(ethanol) -> None:
 
 
 def test_default_radial_basis_resolves_bond_stretches() -> None:
-    """Bond-stretch forces need a fine basis at 1-1.5 Å (16 -> 64 functions lowered the force error
-    of a 300-step demo run from 7.3 to 4.9 kcal/mol/Å): neighbouring Gaussians must be < 0.15 Å apart there."""
+    """The default basis is fine at bond lengths (1-1.5 Å), where bond-stretch forces are learned:
+    neighbouring Gaussians must be < 0.15 Å apart there."""
     rbf = GeoPaTra().rbf
     r = torch.expm1(rbf.centres.double())  # centres in Å
     near_bonds = (r > 0.9) & (r < 1.6)

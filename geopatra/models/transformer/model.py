@@ -49,10 +49,9 @@ class GeoPaTra(Potential):
         lmax: highest degree of the features and of the pair spherical harmonics.
         num_layers: attention + feed-forward layers.
         num_heads: attention heads (must divide ``num_features`` and ``num_tensor_features``).
-        num_rbf: Gaussians of the radial basis. Their resolution at bond lengths limits how fast
-            the (stiff) bond-stretch forces are learned: on the 42-atom peptide, 300 steps gave a
-            validation force MAE of 7.3 / 5.8 / 4.9 / 5.2 kcal/mol/Å with 16 / 32 / 64 / 128
-            functions up to 20 Å (64: spacing about 0.1 Å at 1.1 Å), at almost the same cost.
+        num_rbf: Gaussians of the radial basis (64: spacing about 0.1 Å at 1.1 Å). A fine basis at
+            bond lengths learns the stiff bond-stretch forces faster, a coarse one overfits small
+            training sets less: experiments/results/overfit_probe.md and geopatra_ablation.md.
         rbf_max: range [Å] resolved by the radial basis, [0, rbf_max]. There is no cutoff: pairs
             further apart still attend to each other (with the filter's long-distance limit). Set it
             to about the largest interatomic distance of the target molecules (20 Å covers MD22's
