@@ -1,8 +1,9 @@
-"""Datasets of one molecule: readers, validation, splits and the Lightning data module."""
+"""Datasets: readers (one molecule each; several per extxyz file or list of files), validation, splits
+and the Lightning data module."""
 
 from geopatra.data.dataset import MolecularDataset, fingerprint_arrays
 from geopatra.data.extxyz import read_extxyz
-from geopatra.data.io import read_dataset, resolve_path
+from geopatra.data.io import read_dataset, read_molecules, resolve_path
 from geopatra.data.npz import read_npz, write_npz
 from geopatra.data.splits import Split, check_split, make_split
 
@@ -14,6 +15,7 @@ __all__ = [
     "make_split",
     "read_dataset",
     "read_extxyz",
+    "read_molecules",
     "read_npz",
     "resolve_path",
     "write_npz",
