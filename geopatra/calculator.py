@@ -14,7 +14,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from geopatra.checkpoint import load_potential
 from geopatra.errors import CheckpointError, PeriodicSystemError  # noqa: F401 (re-exported)
-from geopatra.models.forces import energy_and_forces
+from geopatra.models.forces import committee_energy_and_forces
 from geopatra.periodic import make_whole
 from geopatra.units import ASE_UNITS
 
@@ -99,12 +99,9 @@ class GeoPatraCalculator(Calculator):
         positions = self.atoms.get_positions()
         if self.atoms.pbc.any():  # the model is not periodic: the molecule is made whole, then evaluated
             positions = make_whole(positions, self.atoms.numbers, self.atoms.cell.array, self.atoms.pbc)
-        pos = torch.as_tensor(positions * self.length_from_angstrom, dtype=self.dtype, device=self.device)
-        energies, forces = [], []
-        for member in self.members:
-            energy, force = energy_and_forces(member, pos, self._z, self._batch, 1)
-            energies.append(float(energy.sum().item()) * self.energy_to_ev)
-            forces.append(force.double().cpu().numpy() * self.force_to_ev_per_angstrom)
+        positions = positions * self.length_from_angstrom
+        energies, forces = committee_energy_and_forces(self.members, positions, self._z, self._batch)
+        energies, forces = energies * self.energy_to_ev, forces * self.force_to_ev_per_angstrom
         self.results["energy"] = float(np.mean(energies))
         self.results["free_energy"] = self.results["energy"]
         self.results["forces"] = np.mean(forces, axis=0)
@@ -113,6 +110,7 @@ class GeoPatraCalculator(Calculator):
             self.results["forces_std"] = np.std(forces, axis=0)
             self.results["max_force_std"] = float(np.linalg.norm(self.results["forces_std"], axis=1).max())
         if self.potential.has_per_atom_energy and "energies" in (properties or []):
+            pos = torch.as_tensor(positions, dtype=self.dtype, device=self.device)
             with torch.no_grad():
                 atom_energies = [m.per_atom_energy(pos, self._z, self._batch, 1) for m in self.members]
             self.results["energies"] = torch.stack(atom_energies).mean(0).double().cpu().numpy() * self.energy_to_ev

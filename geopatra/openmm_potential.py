@@ -32,7 +32,7 @@ from openmmml.mlpotential import MLPotentialImpl
 
 from geopatra.checkpoint import load_potential
 from geopatra.errors import CheckpointError
-from geopatra.models.forces import energy_and_forces
+from geopatra.models.forces import committee_energy_and_forces
 from geopatra.periodic import make_whole
 from geopatra.units import ASE_UNITS, OPENMM_UNITS, Units
 
@@ -119,14 +119,9 @@ class MoleculeEnergy:
         if self.periodic:
             box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.angstrom)
             positions = make_whole(positions, self.z, box, np.ones(3, dtype=bool))
-        positions = positions * self.length_factor
-        energies, forces = [], []
-        for member in self.members:
-            pos = torch.as_tensor(positions, dtype=member.compute_dtype, device=self.device)
-            energy, force = energy_and_forces(member, pos, self._z, self._batch, 1)
-            energies.append(float(energy.sum()))
-            forces.append(force.detach().double().cpu().numpy())
-        return float(np.mean(energies)) * self.energy_factor, np.mean(forces, axis=0) * self.force_factor
+        energies, forces = committee_energy_and_forces(self.members, positions * self.length_factor, self._z,
+                                                       self._batch)
+        return float(energies.mean()) * self.energy_factor, forces.mean(axis=0) * self.force_factor
 
 
 def molecule_topology(z: Sequence[int]) -> app.Topology:

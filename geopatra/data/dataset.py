@@ -79,6 +79,11 @@ class MolecularDataset:
         return self.n_frames
 
     @property
+    def formula(self) -> str:
+        """Chemical formula of the molecule (Hill order), e.g. ``C2H6O``."""
+        return _formula(self.z)
+
+    @property
     def fingerprint(self) -> str:
         """sha256 of the arrays of the *whole* source dataset this object holds (see :func:`fingerprint_arrays`)."""
         cached = self.__dict__.get("_fingerprint")
@@ -105,7 +110,7 @@ class MolecularDataset:
 
     def summary(self) -> str:
         """A few human-readable lines: size, elements, energy and force ranges with units."""
-        symbols = _formula(self.z)
+        symbols = self.formula
         f_norm = np.linalg.norm(self.F, axis=-1)
         return "\n".join(
             [

@@ -75,8 +75,8 @@ def read_extxyz(
     if len(molecules) > 1:
         (first, _), (second, frames) = molecules[:2]
         raise ShapeError(
-            f"{path}: frame {frames[0]} holds {second.n_atoms} atoms {_formula(second)}; expected "
-            f"{first.n_atoms} atoms {_formula(first)} in the same order as frame 0. A dataset holds one "
+            f"{path}: frame {frames[0]} holds {second.n_atoms} atoms {second.formula}; expected "
+            f"{first.n_atoms} atoms {first.formula} in the same order as frame 0. A dataset holds one "
             "molecule; pass the file to --data.path to train one model on all its molecules."
         )
     return molecules[0][0]
@@ -104,12 +104,6 @@ def read_extxyz_molecules(
         logger.warning("%s holds %d compositions, read as molecules: %s", path, len(molecules),
                        ", ".join(f"{m.name} ({m.n_frames} frames)" for m, _ in molecules))
     return [m for m, _ in molecules]
-
-
-def _formula(dataset: MolecularDataset) -> str:
-    from ase.symbols import Symbols
-
-    return Symbols(dataset.z).get_chemical_formula()
 
 
 def _read_compositions(

@@ -106,29 +106,7 @@ def frame_hashes(R: np.ndarray) -> np.ndarray:
 def check_split(split: Split, dataset: MolecularDataset) -> None:
     """Raise :class:`SplitError` unless the split belongs to ``dataset`` and its subsets are disjoint,
     both by index and by geometry (a frame duplicated in the file must not land in two subsets)."""
-    if split.fingerprint != dataset.fingerprint:
-        raise SplitError(
-            f"split was made for dataset sha256 {split.fingerprint[:12]}…, but {dataset.source} has "
-            f"{dataset.fingerprint[:12]}…; drop the split file or pass the dataset it was made for."
-        )
-    subsets = {"train": split.train, "val": split.val, "test": split.test}
-    for label, index in subsets.items():
-        if index.size and (index.min() < 0 or index.max() >= dataset.n_frames):
-            raise SplitError(f"split {label} indices exceed the {dataset.n_frames} frames of the dataset")
-        if np.unique(index).size != index.size:
-            raise SplitError(f"split {label} repeats frame indices")
-    hashes = frame_hashes(dataset.R)
-    seen: dict[str, str] = {}
-    for label, index in subsets.items():
-        for frame, key in zip(index, hashes[index]):
-            other = seen.get(key)
-            if other is not None and other != label:
-                raise SplitError(
-                    f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry in the {other} "
-                    "subset; duplicate frames across splits leak test data into training. Remove "
-                    "duplicates from the file."
-                )
-            seen[key] = label
+    check_splits([split], [dataset])
 
 
 def save_splits(path: str | os.PathLike, splits: Sequence[Split]) -> Path:
@@ -171,21 +149,36 @@ def load_splits(path: str | os.PathLike) -> list[Split]:
 
 
 def check_splits(splits: Sequence[Split], datasets: Sequence[MolecularDataset]) -> None:
-    """:func:`check_split` for each molecule, in order, plus the geometry check across molecules
-    (the same frame in two files must not be trained on and tested on)."""
+    """:func:`check_split` for each molecule, in order; the geometry check runs across all of them
+    (the same frame in two files must not be trained on and tested on either)."""
     if len(splits) != len(datasets):
         raise SplitError(f"the split holds {len(splits)} molecule(s); the data {len(datasets)}")
-    seen: dict[str, str] = {}
-    for split, dataset in zip(splits, datasets):
-        check_split(split, dataset)
-        if len(datasets) == 1:
-            return
+    seen: dict[str, tuple[str, int]] = {}  # frame hash -> (subset, molecule)
+    for molecule, (split, dataset) in enumerate(zip(splits, datasets)):
+        if split.fingerprint != dataset.fingerprint:
+            raise SplitError(
+                f"split was made for dataset sha256 {split.fingerprint[:12]}…, but {dataset.source} has "
+                f"{dataset.fingerprint[:12]}…; drop the split file or pass the dataset it was made for."
+            )
+        subsets = {"train": split.train, "val": split.val, "test": split.test}
+        for label, index in subsets.items():
+            if index.size and (index.min() < 0 or index.max() >= dataset.n_frames):
+                raise SplitError(f"split {label} indices exceed the {dataset.n_frames} frames of the dataset")
+            if np.unique(index).size != index.size:
+                raise SplitError(f"split {label} repeats frame indices")
         hashes = frame_hashes(dataset.R)
-        for label in ("train", "val", "test"):
-            for frame, key in zip(getattr(split, label), hashes[getattr(split, label)]):
-                other = seen.setdefault(key, label)
-                if other != label:
+        for label, index in subsets.items():
+            for frame, key in zip(index, hashes[index]):
+                other, where = seen.setdefault(key, (label, molecule))
+                if other == label:
+                    continue
+                if where == molecule:
                     raise SplitError(
-                        f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry of another "
-                        f"file's {other} subset; duplicate frames across splits leak test data into training"
+                        f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry in the {other} "
+                        "subset; duplicate frames across splits leak test data into training. Remove "
+                        "duplicates from the file."
                     )
+                raise SplitError(
+                    f"{dataset.source}: frame {int(frame)} ({label}) repeats a geometry of another "
+                    f"file's {other} subset; duplicate frames across splits leak test data into training"
+                )

@@ -6,6 +6,9 @@ backpropagated to the parameters) is built only when ``training`` is true.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -40,3 +43,18 @@ def energy_and_forces(
     if not training:
         energy, forces = energy.detach(), forces.detach()
     return energy, forces
+
+
+def committee_energy_and_forces(
+    members: Sequence[torch.nn.Module], positions: np.ndarray, z: Tensor, batch: Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy [n_members] (kcal/mol) and forces [n_members, n_atoms, 3] (kcal/mol/Å), float64, of one
+    molecule (positions [n_atoms, 3] Å; ``z``, ``batch`` [n_atoms] on the members' device) by each
+    member of a committee, each computing in its own dtype."""
+    energies, forces = [], []
+    for member in members:
+        pos = torch.as_tensor(positions, dtype=member.compute_dtype, device=z.device)
+        energy, force = energy_and_forces(member, pos, z, batch, 1)
+        energies.append(float(energy.sum()))
+        forces.append(force.double().cpu().numpy())
+    return np.array(energies), np.stack(forces)
