@@ -16,6 +16,10 @@ T, so its Stage Two runs and the kill at T ends it. Each is tested at its best v
 (data, M) on the same frames. T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``);
 T = 60 s, ethanol M = 50, one seed in ``--fast``, which is a smoke test, not an accuracy result.
 
+Rounds: a change of GeoPaTra's shipped recipe starts a new round (``ROUNDS``); its GeoPaTra and MACE rows
+are run again side by side, the earlier rounds' rows stay and are reported below the current one.
+geopatra-sGDML rows are shared by all rounds (its config did not change).
+
 Frames: ``bench_common.nested_splits`` (seed 0): 50 validation and 500 test frames, the same for every
 M, model and seed; training sets nested. Rows (one JSON per run) go to
 ``experiments/results/accuracy_race/<mode>/`` and are meant to be committed as each part ends;
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import bench_common as bc
@@ -33,6 +38,12 @@ import numpy as np
 import timed_runs as tr
 
 CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
+#: GeoPaTra's shipped recipe in each round of the race; the last is run.
+ROUNDS = {
+    1: "Gaussian radial basis (64 functions, log-spaced), `configs/geopatra.yaml` until 2026-12-01",
+    2: "smooth Bessel radial basis (48 functions to 20 Å), experiments/results/overfit_probe.md",
+}
+CURRENT_ROUND = max(ROUNDS)
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
@@ -47,8 +58,14 @@ def cells(mode: str) -> list[tuple[str, int, int]]:
     return [(key, m, seed) for key, sizes in plan["sizes"].items() for m in sizes for seed in range(plan["seeds"][m])]
 
 
-def row_path(rows_dir: Path, key: str, m: int, seed: int, model: str) -> Path:
-    return rows_dir / f"{key}_M{m}_seed{seed}_{model.replace(' ', '_').replace('-', '_')}.json"
+def row_path(rows_dir: Path, key: str, m: int, seed: int, model: str, race_round: int = CURRENT_ROUND) -> Path:
+    """Rows of the neural models carry their round (no suffix in round 1); sGDML rows are shared."""
+    suffix = "" if race_round == 1 or model == bc.GEOPATRA_SGDML else f"_r{race_round}"
+    return rows_dir / f"{key}_M{m}_seed{seed}_{model.replace(' ', '_').replace('-', '_')}{suffix}.json"
+
+
+def row_round(row: dict) -> int:
+    return int(row.get("round", 1))
 
 
 def split_for(key: str, m: int, mode: str, work: Path) -> Path:
@@ -84,7 +101,9 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
     if not all(p.exists() for p in paths.values()):
         epochs = mace_epochs(key, m, budget, rows_dir, work, mode)
         cores = {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
-        run = work / "runs" / mode / f"{key}_M{m}_seed{seed}"
+        run = work / "runs" / mode / f"{key}_M{m}_seed{seed}" / f"round{CURRENT_ROUND}"
+        if run.exists():  # a run cut short: start clean (Lightning and MACE append to what they find)
+            shutil.rmtree(run)
         jobs = [tr.geopatra_job(bc.GEOPATRA_NN, data, split, run / "geopatra", budget_s=budget, seed=seed,
                                 core=cores[bc.GEOPATRA_NN], overrides=[], config=CONFIG),
                 tr.mace_job(data, split, run / "mace", budget_s=budget, seed=seed, core=cores[bc.MACE],
@@ -99,9 +118,9 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
                         core=cores[bc.MACE], batch_size=MACE_BATCH) | {"epochs_planned": epochs},
         ]
         for row in rows:
-            row.update(load_before=load_before, load_after=load_after)
+            row.update(load_before=load_before, load_after=load_after, round=CURRENT_ROUND)
             save(paths[row["model"]], row)
-    sgdml_path = row_path(rows_dir, key, m, 0, bc.GEOPATRA_SGDML)
+    sgdml_path = row_path(rows_dir, key, m, 0, bc.GEOPATRA_SGDML, race_round=1)
     if not sgdml_path.exists():
         row = bc.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=1, work=work)
         save(sgdml_path, {**row, "seed": 0, "load_after": tr.load_average()})
@@ -138,14 +157,57 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*_M*_seed*.json"))]
+    sgdml = [r for r in rows if r["model"] == bc.GEOPATRA_SGDML]
+    neural = [r for r in rows if r["model"] != bc.GEOPATRA_SGDML]
+    rounds = sorted({row_round(r) for r in neural}, reverse=True) or [CURRENT_ROUND]
+    raced = [r for r in neural if row_round(r) == rounds[0]]
+    current = raced + sgdml
+    groups = {k: v for k, v in _groups(current).items() if set(v) != {bc.GEOPATRA_SGDML}}
+    table_rows, verdicts = _round_table(groups)
+    fig = _figure(plt, groups)
+    body = [
+        "GeoPaTra and MACE trained **at the same time for the same wall-clock budget T**, each pinned to its "
+        "own core with one thread (cores swapped between seeds), tested at their best validation checkpoint; "
+        "geopatra-sGDML fitted on the same frames. ± is half the range over seeds; a difference inside the "
+        "seed spread is not a result. See the module docstring of `experiments/accuracy_race.py` for the "
+        "protocol, and `experiments/results/geopatra_ablation.md` for the GeoPaTra options chosen.",
+        f"Round {rounds[0]}: GeoPaTra with the {ROUNDS[rounds[0]]}."
+        + (" Earlier rounds are below." if rounds[1:] else ""),
+        f"Runs of this round finished {bc.run_span(raced) if raced else '—'}; load average (1 min) before the "
+        "pairs: " + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in raced if 'load_before' in r})) + ".",
+        "Frames: " + "; ".join(sorted({f"{r['data']} M = {r['M']}: `{r['split_file']}` (train "
+                                        f"{r['train_sha']}, test {r['test_sha']})" for r in rows})) + ".",
+    ]
+    if mode == "fast":
+        body += ["", "**Fast mode: a smoke test of the race's pipeline (60 s per model), not an accuracy result.**"]
+    body += ["", *bc.table(RACE_HEADER, table_rows), "", "Verdicts:", *verdicts]
+    for earlier in rounds[1:]:
+        old_rows, old_verdicts = _round_table(_groups([r for r in neural if row_round(r) == earlier] + sgdml))
+        body += ["", f"### Round {earlier}: GeoPaTra with the {ROUNDS[earlier]}", "",
+                 *bc.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
+    return bc.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
+                           body, rows, fig)
+
+
+RACE_HEADER = ["data", "M", "model", "seeds", "test F MAE [kcal/mol/Å]", "GeoPaTra / MACE (F)",
+               "test E MAE [kcal/mol]", "E MAE / test E std", "E MAE per atom [kcal/mol]",
+               "train F MAE [kcal/mol/Å]", "steps", "step time [ms]", "notes"]
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, int], dict[str, list[dict]]]:
+    """Rows by (data, M) and model."""
     groups: dict[tuple[str, int], dict[str, list[dict]]] = {}
     for r in rows:
         groups.setdefault((r["data"], r["M"]), {}).setdefault(r["model"], []).append(r)
-    header = ["data", "M", "model", "seeds", "test F MAE [kcal/mol/Å]", "GeoPaTra / MACE (F)", "test E MAE [kcal/mol]",
-              "E MAE / test E std", "E MAE per atom [kcal/mol]", "train F MAE [kcal/mol/Å]", "steps",
-              "step time [ms]", "notes"]
+    return groups
+
+
+def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[list[list], list[str]]:
+    """Table rows (``RACE_HEADER``) and verdict lines of one round."""
     table_rows, verdicts = [], []
     for (key, m), models in sorted(groups.items()):
+        if set(models) == {bc.GEOPATRA_SGDML}:
+            continue  # a (data, M) the round has not raced
         std = energy_std(key, next(iter(models.values()))[0]["split_file"])
         mean_f = {name: stats([r["test_F_mae"] for r in rs]) for name, rs in models.items()}
         for name in (bc.GEOPATRA_NN, bc.MACE, bc.GEOPATRA_SGDML):
@@ -191,23 +253,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
         if f50 and f200:
             ratio = stats([r["test_F_mae"] for r in f200])[0] / stats([r["test_F_mae"] for r in f50])[0]
             verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) = {ratio:.2f} (target ≤ 0.6).")
-    fig = _figure(plt, groups)
-    body = [
-        "GeoPaTra and MACE trained **at the same time for the same wall-clock budget T**, each pinned to its "
-        "own core with one thread (cores swapped between seeds), tested at their best validation checkpoint; "
-        "geopatra-sGDML fitted on the same frames. ± is half the range over seeds; a difference inside the "
-        "seed spread is not a result. See the module docstring of `experiments/accuracy_race.py` for the "
-        "protocol, and `experiments/results/geopatra_ablation.md` for the GeoPaTra options chosen.",
-        f"Runs finished {bc.run_span(rows) if rows else '—'}; load average (1 min) before the pairs: "
-        + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in rows if 'load_before' in r})) + ".",
-        "Frames: " + "; ".join(sorted({f"{r['data']} M = {r['M']}: `{r['split_file']}` (train "
-                                        f"{r['train_sha']}, test {r['test_sha']})" for r in rows})) + ".",
-    ]
-    if mode == "fast":
-        body += ["", "**Fast mode: a smoke test of the race's pipeline (60 s per model), not an accuracy result.**"]
-    body += ["", *bc.table(header, table_rows), "", "Verdicts:", *verdicts]
-    return bc.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
-                           body, rows, fig)
+    return table_rows, verdicts
 
 
 def _atoms(key: str) -> int:

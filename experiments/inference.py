@@ -14,7 +14,9 @@ Models, each in its own subprocess and each through its ASE calculator (what an 
   (the structure plus 0.05 Å noise, random coefficients, identity permutation);
 - sgdml 1.0.3: its ``SGDMLCalculator`` (NumPy on CPU; its PyTorch path on a GPU), synthetic model of
   the same M (``sgdml_reference/run_reference.py time``);
-- GeoPaTra: ``GeoPatraCalculator``, the architecture of ``configs/geopatra.yaml``, untrained;
+- GeoPaTra: ``GeoPatraCalculator``, the architecture of ``configs/geopatra.yaml``, untrained; once eager
+  and once with ``compile=True`` (``torch.compile``; compilation happens in the untimed warm-up calls and
+  its time is reported separately);
 - MACE: ``MACECalculator``, the 128-channel model of the --full learning curves (r_max 5 Å), trained
   for 2 epochs on 16 frames only to obtain a model file.
 
@@ -27,13 +29,17 @@ velocity Verlet, 0.5 fs, 300 K start, through ASE. Writes ``<results-dir>/infere
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 import bench_common as bc
 import numpy as np
 
+GEOPATRA_COMPILED = f"{bc.GEOPATRA_NN} (compiled)"
+MODELS = (*bc.MODELS, GEOPATRA_COMPILED)
 PLANS = {
     "fast": {"sgdml_m": 200, "repeats": 3, "md_steps": 5},
     "full": {"sgdml_m": 1000, "repeats": 5, "md_steps": 20},
@@ -104,9 +110,14 @@ def worker(args: argparse.Namespace) -> None:
     for atoms in ase.io.read(args.structures, ":"):
         model = synthetic_sgdml(atoms, args.m) if args.worker == bc.GEOPATRA_SGDML else geopatra_transformer()
         ckpt = bare_checkpoint(model, args.out.with_name(f"{args.out.stem}_{len(atoms)}.ckpt"))
-        calc = GeoPatraCalculator(ckpt, device=args.device)
+        calc = GeoPatraCalculator(ckpt, device=args.device, compile=args.compile)
+        start = time.perf_counter()
+        atoms.calc = calc
+        atoms.get_forces()  # the first call compiles (with --compile)
+        first_call_s = time.perf_counter() - start
         rows.append({**bc.time_calculator(atoms, calc, args.repeats, args.md_steps, sync=sync),
-                     "structure": atoms.info.get("name", "")})
+                     "structure": atoms.info.get("name", ""), "first_call_s": first_call_s,
+                     "compiled": all(e.compiled for e in calc.evaluators)})
         ckpt.unlink()
         print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps(rows, indent=1))
@@ -115,7 +126,7 @@ def worker(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------- the study ----
 
 
-def write_structures(path: Path) -> list[str]:
+def write_structures(path: Path, only: list[str] | None = None) -> list[str]:
     """The benchmark structures as one extxyz (``name`` and ``source`` in each frame's info);
     returns notes on structures that could not be made here."""
     import ase.io
@@ -123,7 +134,7 @@ def write_structures(path: Path) -> list[str]:
     from transformer_scaling import STRUCTURES, load_structure
 
     frames, notes = [], []
-    for name in STRUCTURES:
+    for name in only or STRUCTURES:
         try:
             pos, z, source = load_structure(name)
         except ImportError as err:
@@ -155,33 +166,35 @@ def measure(args: argparse.Namespace, structures: Path, notes: list[str]) -> lis
     devices = ["cpu"] + ([args.device] if args.device != "cpu" else [])
     out_dir = args.work_dir / "inference" / args.mode
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = bc.thread_env(args.threads)
     timing = ["--repeats", str(plan["repeats"]), "--md-steps", str(plan["md_steps"])]
     rows = []
-    for device in devices:
-        tag = device.replace(":", "")
+    for device, threads in itertools.product(devices, args.thread_counts or [args.threads]):
+        env = bc.thread_env(threads)
+        tag = f"{device.replace(':', '')}_t{threads}"
         jobs = {
             bc.GEOPATRA_SGDML: [sys.executable, __file__, "--worker", bc.GEOPATRA_SGDML, "--m", str(plan["sgdml_m"])],
             bc.REFERENCE_SGDML: [sys.executable, str(bc.REFERENCE_DIR / "run_reference.py"), "time",
-                                 "--m", str(plan["sgdml_m"]), "--processes", str(args.threads),
+                                 "--m", str(plan["sgdml_m"]), "--processes", str(threads),
                                  *(["--use-torch"] if device != "cpu" else [])],
             bc.GEOPATRA_NN: [sys.executable, __file__, "--worker", bc.GEOPATRA_NN],
+            GEOPATRA_COMPILED: [sys.executable, __file__, "--worker", bc.GEOPATRA_NN, "--compile"],
         }
         model_file = bc.foreign(f"{bc.MACE} model", notes, mace_model, args)
         if model_file is not None:
             jobs[bc.MACE] = [str(bc.mace_python()), str(bc.MACE_SIDE), "time", "--model", str(model_file)]
         for model, cmd in jobs.items():
-            out = out_dir / f"{model.replace(' ', '_')}_{tag}.json"
-            extra = [] if model == bc.REFERENCE_SGDML else ["--device", device, "--threads", str(args.threads)]
+            out = out_dir / f"{model.replace(' ', '_').replace('(', '').replace(')', '')}_{tag}.json"
+            extra = [] if model == bc.REFERENCE_SGDML else ["--device", device, "--threads", str(threads)]
             cmd = [*cmd, "--structures", str(structures), "--out", str(out), *timing, *extra]
             if bc.foreign(f"{model} on {device}", notes, bc.run_checked, cmd, env, out.with_suffix(".log")) is None:
                 continue
             for r in json.loads(out.read_text()):
-                row = {**r, "model": model, "device": bc.device_text(device, args.threads), "device_kind": device}
+                row = {**r, "model": model, "device": bc.device_text(device, threads), "device_kind": device,
+                       "threads": threads}
                 if model in (bc.GEOPATRA_SGDML, bc.REFERENCE_SGDML):
                     row["M"] = plan["sgdml_m"]
                 rows.append(row)
-                print(f"{device:>5} {model:<15} {row['structure']:>18} {row['n_atoms']:4d} atoms  E+F "
+                print(f"{device:>5} t{threads} {model:<20} {row['structure']:>18} {row['n_atoms']:4d} atoms  E+F "
                       f"{1e3 * row['ef_s']:9.2f} ms  MD {row['md_steps_per_s']:8.2f} steps/s", flush=True)
     return rows
 
@@ -207,32 +220,38 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
     for device in dict.fromkeys(r["device"] for r in rows):
         sel = [r for r in rows if r["device"] == device]
         body += [f"## {device}", ""]
-        header = ["structure", "atoms", *(f"{m} E+F [ms]" for m in bc.MODELS),
-                  *(f"{m} MD [steps/s]" for m in bc.MODELS)]
+        header = ["structure", "atoms", *(f"{m} E+F [ms]" for m in MODELS),
+                  *(f"{m} MD [steps/s]" for m in MODELS)]
         table = []
         for n, name in structures:
             by = {r["model"]: r for r in sel if r["n_atoms"] == n}
-            table.append([name, n] + [bc.fmt(1e3 * by[m]["ef_s"]) if m in by else "—" for m in bc.MODELS]
-                         + [bc.fmt(by[m]["md_steps_per_s"]) if m in by else "—" for m in bc.MODELS])
+            table.append([name, n] + [bc.fmt(1e3 * by[m]["ef_s"]) if m in by else "—" for m in MODELS]
+                         + [bc.fmt(by[m]["md_steps_per_s"]) if m in by else "—" for m in MODELS])
         body += bc.table(header, table)
         body += ["", "Ratios of E+F time in this invocation (> 1: the first-named is slower):", ""]
         ratio_rows = []
         pairs = ((bc.REFERENCE_SGDML, bc.GEOPATRA_SGDML), (bc.MACE, bc.GEOPATRA_NN),
-                 (bc.GEOPATRA_NN, bc.GEOPATRA_SGDML))
+                 (bc.GEOPATRA_NN, bc.GEOPATRA_SGDML), (bc.GEOPATRA_NN, GEOPATRA_COMPILED))
         for n, name in structures:
             by = {r["model"]: r["ef_s"] for r in sel if r["n_atoms"] == n}
             ratio_rows.append([name, n, *(f"{by[a] / by[b]:.2f}×" if a in by and b in by else "—" for a, b in pairs)])
         body += bc.table(["structure", "atoms", "sgdml 1.0.3 / geopatra-sGDML", "MACE / GeoPaTra",
-                          "GeoPaTra / geopatra-sGDML"], ratio_rows)
+                          "GeoPaTra / geopatra-sGDML", "GeoPaTra eager / compiled"], ratio_rows)
+        compiled = [r for r in sel if r["model"] == GEOPATRA_COMPILED]
+        if compiled:
+            body += ["", "GeoPaTra (compiled): first call (compilation) "
+                     + ", ".join(f"{r['first_call_s']:.0f} s at {r['n_atoms']} atoms" for r in compiled)
+                     + "; compiled code ran in every call: "
+                     + ("yes" if all(r["compiled"] for r in compiled) else "NO (eager fallback)") + "."]
         body += [""]
-    body += [f"Notes: each process runs with {args.threads} CPU thread(s)"
+    body += ["Notes: each process runs with the CPU thread count of its section"
              + (" (absolute times move with the machine's load, stated in the header)" if args.mode == "fast" else "")
              + ". MD steps/s include ASE's own overhead per step, "
              "so they are below 1 / (E+F time) for the fastest models. The reference sgdml's ASE calculator "
              "prepares its parallel layout once per model (`prepare_parallel`), not per call."]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for device in dict.fromkeys(r["device_kind"] for r in rows):
-        for model in bc.MODELS:
+        for model in MODELS:
             sel = [r for r in rows if r["model"] == model and r["device_kind"] == device]
             sel.sort(key=lambda r: r["n_atoms"])
             if not sel:
@@ -258,6 +277,10 @@ def main() -> None:
     parser.add_argument("--structures", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--m", type=int, default=100, help=argparse.SUPPRESS)
+    parser.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--thread-counts", type=int, nargs="+", default=None,
+                        help="measure with each of these thread counts (default: --threads)")
+    parser.add_argument("--only", nargs="+", default=None, help="structure names to measure (default: all)")
     parser.add_argument("--repeats", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--md-steps", type=int, default=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -265,7 +288,7 @@ def main() -> None:
         worker(args)
         return
     structures = args.work_dir / "inference" / "structures.extxyz"
-    notes = write_structures(structures)
+    notes = write_structures(structures, args.only)
     rows = measure(args, structures, notes)
     print(f"wrote {write(rows, notes, args)}")
 

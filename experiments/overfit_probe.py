@@ -28,6 +28,9 @@ VARIANTS = [
     ("32 scalar, 8 tensor channels (not 64, 16)", [P + "num_features", "32", P + "num_tensor_features", "8"]),
     ("32 radial basis functions", [P + "num_rbf", "32"]),
     ("8 radial basis functions", [P + "num_rbf", "8"]),
+    ("32 Bessel functions (smooth basis)", [P + "radial_basis", "bessel", P + "num_rbf", "32"]),
+    ("16 Bessel functions (smooth basis)", [P + "radial_basis", "bessel", P + "num_rbf", "16"]),
+    ("48 Bessel functions (smooth basis)", [P + "radial_basis", "bessel", P + "num_rbf", "48"]),
 ]
 
 

@@ -11,6 +11,7 @@ device, its data and its exact frames (split file and index digests). Runs nothi
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 from pathlib import Path
@@ -115,28 +116,36 @@ def symmetry_rows(results: Path) -> list[list[str]]:
 
 
 def race_rows(results: Path) -> list[list[str]]:
-    """One row per (mode, data, model) of ``accuracy_race[_full].json``: mean test force MAE by M
-    over the seeds present (their number in brackets)."""
+    """One row per (mode, data, round, model) of ``accuracy_race[_full].json`` (sGDML's rows are shared by
+    the rounds): mean test force MAE by M over the seeds present (their number in brackets)."""
     out = []
     for mode, path in (("full", results / "accuracy_race_full.json"), ("fast", results / "accuracy_race.json")):
         if not path.exists():
             continue
         rows = json.loads(path.read_text())["rows"]
+        rounds = sorted({int(r.get("round", 1)) for r in rows if r["model"] != bc.GEOPATRA_SGDML}, reverse=True)
+        for key, race_round, model in itertools.product(bc.DATASETS, rounds, (bc.GEOPATRA_NN, bc.MACE)):
+            sel = [r for r in rows if r["data"] == key and r["model"] == model and int(r.get("round", 1)) == race_round]
+            if sel:
+                out.append(_race_row(path, mode, key, model, sel, f"round {race_round}, "))
         for key in bc.DATASETS:
-            for model in (bc.GEOPATRA_NN, bc.MACE, bc.GEOPATRA_SGDML):
-                sel = [r for r in rows if r["data"] == key and r["model"] == model]
-                if not sel:
-                    continue
-                by_m: dict[int, list[float]] = {}
-                for r in sel:
-                    by_m.setdefault(r["M"], []).append(r["test_F_mae"])
-                mae = ", ".join(f"{m}: {sum(v) / len(v):.3g} ({len(v)})" for m, v in sorted(by_m.items()))
-                label = "smoke test, " if mode == "fast" else ""
-                how = "same frames, exact solve" if model == bc.GEOPATRA_SGDML else "equal wall-clock"
-                device = "CPU x86_64, 1 thread" + ("" if model == bc.GEOPATRA_SGDML else ", own core")
-                out.append([f"[{path.stem}.md]({path.stem}.md)", model, device, bc.DATASETS[key].label,
-                            frames_of(sel), f"{label}{how}; test F MAE [kcal/mol/Å] by M (seeds): {mae}"])
+            sel = [r for r in rows if r["data"] == key and r["model"] == bc.GEOPATRA_SGDML]
+            if sel:
+                out.append(_race_row(path, mode, key, bc.GEOPATRA_SGDML, sel, ""))
     return out
+
+
+def _race_row(path: Path, mode: str, key: str, model: str, sel: list[dict], label: str) -> list[str]:
+    """The summary row of one model's race rows on one data set (``label`` names the round)."""
+    by_m: dict[int, list[float]] = {}
+    for r in sel:
+        by_m.setdefault(r["M"], []).append(r["test_F_mae"])
+    mae = ", ".join(f"{m}: {sum(v) / len(v):.3g} ({len(v)})" for m, v in sorted(by_m.items()))
+    label = ("smoke test, " if mode == "fast" else "") + label
+    how = "same frames, exact solve" if model == bc.GEOPATRA_SGDML else "equal wall-clock"
+    device = "CPU x86_64, 1 thread" + ("" if model == bc.GEOPATRA_SGDML else ", own core")
+    return [f"[{path.stem}.md]({path.stem}.md)", model, device, bc.DATASETS[key].label,
+            frames_of(sel), f"{label}{how}; test F MAE [kcal/mol/Å] by M (seeds): {mae}"]
 
 
 def ablation_row(results: Path) -> list[str] | None:

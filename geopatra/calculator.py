@@ -15,6 +15,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from geopatra.checkpoint import load_potential
 from geopatra.errors import CheckpointError, PeriodicSystemError  # noqa: F401 (re-exported)
 from geopatra.models.forces import committee_energy_and_forces
+from geopatra.models.inference import InferencePotential
 from geopatra.periodic import make_whole
 from geopatra.units import ASE_UNITS
 
@@ -33,6 +34,8 @@ class GeoPatraCalculator(Calculator):
             or a sequence of them.
         device: torch device for the model, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float32"``/``"float64"`` to cast the model; ``None`` keeps the trained dtype.
+        compile: ``torch.compile`` each model for repeated calls on one molecule (the first call
+            compiles, tens of seconds; :class:`geopatra.models.inference.InferencePotential`).
     """
 
     implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "forces", "energies"]
@@ -42,6 +45,7 @@ class GeoPatraCalculator(Calculator):
         checkpoint_path: str | os.PathLike | Sequence[str | os.PathLike],
         device: str = "cpu",
         dtype: str | None = None,
+        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -58,6 +62,8 @@ class GeoPatraCalculator(Calculator):
                     f"({paths[0]}) is a {record.kind} model in {record.units}: members must match"
                 )
         self.members = [potential.to(self.device) for potential, _ in members]
+        # frozen (and optionally compiled) views of the members, used for energies and forces
+        self.evaluators = [InferencePotential(member, compile=compile) for member in self.members]
         self.potential = self.members[0]
         self.record = record
         self.kind = record.kind
@@ -100,7 +106,7 @@ class GeoPatraCalculator(Calculator):
         if self.atoms.pbc.any():  # the model is not periodic: the molecule is made whole, then evaluated
             positions = make_whole(positions, self.atoms.numbers, self.atoms.cell.array, self.atoms.pbc)
         positions = positions * self.length_from_angstrom
-        energies, forces = committee_energy_and_forces(self.members, positions, self._z, self._batch)
+        energies, forces = committee_energy_and_forces(self.evaluators, positions, self._z, self._batch)
         energies, forces = energies * self.energy_to_ev, forces * self.force_to_ev_per_angstrom
         self.results["energy"] = float(np.mean(energies))
         self.results["free_energy"] = self.results["energy"]

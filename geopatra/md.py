@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--friction", type=float, default=0.01, help="Langevin friction [1/fs]")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model first (tens of seconds once; faster steps on long runs)")
     p.add_argument("--write-every", type=int, default=10, help="trajectory stride [steps]")
     p.add_argument("--output", type=Path, required=True, help="directory for trajectory, log, PNG")
     return p
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from geopatra.calculator import GeoPatraCalculator
 
-    calc = GeoPatraCalculator(args.checkpoint, device=args.device)
+    calc = GeoPatraCalculator(args.checkpoint, device=args.device, compile=args.compile)
     atoms = _starting_structure(args, calc.record)
     atoms.calc = calc
     report, _ = run_md(

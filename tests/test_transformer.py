@@ -13,6 +13,7 @@ from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import ElementError
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.transformer import GeoPaTra
+from geopatra.models.transformer.radial import BesselRBF
 from geopatra.models.transformer.readout import fit_element_shifts
 
 SMALL = {
@@ -54,6 +55,7 @@ VARIANTS = {
     "silu": {"attention_normalization": "silu"},
     "node_invariants": {"node_invariants": True},
     "equivariant_norm": {"equivariant_norm": True},
+    "bessel": {"radial_basis": "bessel"},
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
             "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True},
 }
@@ -260,6 +262,8 @@ def test_invalid_arguments() -> None:
         GeoPaTra(**SMALL, logit_filter="pair")
     with pytest.raises(ValueError, match="normalization"):
         GeoPaTra(**SMALL, attention_normalization="sparsemax")
+    with pytest.raises(ValueError, match="radial_basis"):
+        GeoPaTra(**SMALL, radial_basis="chebyshev")
 
 
 def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
@@ -325,3 +329,22 @@ def test_default_radial_basis_resolves_bond_stretches() -> None:
     near_bonds = (r > 0.9) & (r < 1.6)
     spacing = torch.diff(r)[near_bonds[1:]]
     assert near_bonds.sum() >= 5 and spacing.max() < 0.15
+
+
+def test_bessel_basis_is_smooth_everywhere_and_vanishes_beyond_its_range() -> None:
+    """Values, first and second derivatives finite at r = 0 (self pairs) and continuous at r_max, where
+    the envelope takes all three to zero; exactly zero beyond; the r -> 0 limit is n pi / r_max."""
+    rbf = BesselRBF(8, 6.0).double()
+    r = torch.tensor([0.0, 1e-6, 1.2, 5.999, 6.0, 6.5, 30.0], dtype=torch.float64, requires_grad=True)
+    values = rbf(r)
+    first = torch.autograd.grad(values.sum(), r, create_graph=True)[0]
+    second = torch.autograd.grad(first.sum(), r)[0]
+    assert torch.isfinite(values).all() and torch.isfinite(first).all() and torch.isfinite(second).all()
+    expected = torch.arange(1, 9, dtype=torch.float64) * torch.pi / 6.0
+    torch.testing.assert_close(values[0].detach(), expected, rtol=0, atol=1e-14)
+    torch.testing.assert_close(values[1].detach(), expected, rtol=1e-9, atol=0)
+    assert values[3].abs().max() < 1e-9 and first[3].abs() < 1e-6
+    assert torch.all(values[4:] == 0) and first[4].abs() < 1e-20  # at r_max: the envelope's zero
+    assert torch.all(first[5:] == 0) and torch.all(second[5:] == 0)  # beyond: exactly constant
+    r = torch.tensor([0.7, 2.3, 5.5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(rbf, (r,)) and torch.autograd.gradgradcheck(rbf, (r,))

@@ -134,6 +134,10 @@ class GeometricAttention(nn.Module):
             raise ValueError(f"normalization must be 'softmax', 'softmax_sink' or 'silu', got {normalization!r}")
         self.radial_rank, self.logit_filter, self.normalization = radial_rank, logit_filter, normalization
         self.irreps_node = o3.Irreps(irreps_node)
+        # plain (multiplicity, dimension) and (start, stop) per irrep block: forward touches no e3nn Irreps,
+        # whose tuples torch.compile cannot guard on
+        self._node_blocks = [(mul, ir.dim) for mul, ir in self.irreps_node]
+        self._node_slices = [(sl.start, sl.stop) for sl in self.irreps_node.slices()]
         self.num_scalars = self.irreps_node[0].mul
         for mul, ir in self.irreps_node:
             if mul % num_heads != 0:
@@ -198,7 +202,7 @@ class GeometricAttention(nn.Module):
         q, k = self.queries_and_keys(x)
         values = x if self.value is None else self.value(x)
         # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
-        senders = torch.cat([values[:, sl].reshape(n, H, -1) for sl in self.irreps_node.slices()], dim=-1)
+        senders = torch.cat([values[:, a:b].reshape(n, H, -1) for a, b in self._node_slices], dim=-1)
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
@@ -288,10 +292,10 @@ class GeometricAttention(nn.Module):
         t = torch.einsum("bijhks,bjhf->bihkfs", g, senders)  # [B, c, H, K, dim / H, S]
         S = sh.shape[-1]
         out, start = [], 0
-        for i1, (mul, ir) in enumerate(self.irreps_node):
-            width = (mul // H) * ir.dim
-            t_block = t[:, :, :, :, start : start + width].reshape(B, c, H, K, mul // H, ir.dim * S)
-            t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, ir.dim * S)  # (u, (m1, s)) per rank
+        for i1, (mul, dim) in enumerate(self._node_blocks):
+            width = (mul // H) * dim
+            t_block = t[:, :, :, :, start : start + width].reshape(B, c, H, K, mul // H, dim * S)
+            t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, dim * S)  # (u, (m1, s)) per rank
             coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
             out.append(t_block @ coupling)  # [B, c, K, mul, sum_paths (2 l3 + 1)]
             start += width

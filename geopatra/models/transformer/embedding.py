@@ -37,8 +37,9 @@ class AtomEmbedding(nn.Module):
         if self.num_scalars == 0:
             raise ValueError(f"irreps {self.irreps} must start with scalars (0e)")
         self.embed = nn.Embedding(max_z + 1, self.num_scalars)
+        self.dim = self.irreps.dim
 
     def forward(self, z: Tensor) -> Tensor:
         scalars = self.embed(z)
-        rest = scalars.new_zeros(z.shape[0], self.irreps.dim - self.num_scalars)
+        rest = scalars.new_zeros(z.shape[0], self.dim - self.num_scalars)
         return torch.cat([scalars, rest], dim=-1)

@@ -12,11 +12,13 @@ Units: positions Å, energies kcal/mol (forces kcal/mol/Å).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar, Literal
 
+import e3nn
 import numpy as np
 import torch
 from e3nn import o3
@@ -29,6 +31,7 @@ from geopatra.models.transformer.attention import GeometricAttention, PairGeomet
 from geopatra.models.transformer.embedding import AtomEmbedding, hidden_irreps
 from geopatra.models.transformer.pointwise import EquivariantLayerNorm, GatedFeedForward
 from geopatra.models.transformer.radial import (
+    BesselRBF,
     GaussianRBF,
     cosine_envelope,
     safe_distance_and_direction,
@@ -49,9 +52,10 @@ class GeoPaTra(Potential):
         lmax: highest degree of the features and of the pair spherical harmonics.
         num_layers: attention + feed-forward layers.
         num_heads: attention heads (must divide ``num_features`` and ``num_tensor_features``).
-        num_rbf: Gaussians of the radial basis (64: spacing about 0.1 Å at 1.1 Å). A fine basis at
-            bond lengths learns the stiff bond-stretch forces faster, a coarse one overfits small
-            training sets less: experiments/results/overfit_probe.md and geopatra_ablation.md.
+        num_rbf: functions of the radial basis. The Gaussian basis is fine at bond lengths (64: spacing
+            about 0.1 Å at 1.1 Å) and learns stiff bond stretches fast but overfits small training sets;
+            the smooth Bessel basis generalises better from few frames (shortest wavelength
+            2 rbf_max / num_rbf): experiments/results/overfit_probe.md.
         rbf_max: range [Å] resolved by the radial basis, [0, rbf_max]. There is no cutoff: pairs
             further apart still attend to each other (with the filter's long-distance limit). Set it
             to about the largest interatomic distance of the target molecules (20 Å covers MD22's
@@ -77,6 +81,8 @@ class GeoPaTra(Potential):
             weights can all vanish) or ``"silu"`` (unnormalised). None of them has a cutoff.
         node_invariants: feed the squared norms of each atom's l > 0 channels to its feed-forward.
         equivariant_norm: an equivariant layer norm before attention and before the feed-forward.
+        radial_basis: ``"gaussian"`` (:class:`GaussianRBF`: log-spaced, fine at bond lengths) or
+            ``"bessel"`` (:class:`BesselRBF`: smooth, uniform in r, zero beyond ``rbf_max``).
 
     The defaults (about 0.1 M parameters) train on 42-atom molecules on a 2-core CPU (about 0.3 s
     per energy + force training step for 8 molecules of 42 atoms with one torch thread).
@@ -111,6 +117,7 @@ class GeoPaTra(Potential):
         attention_normalization: Literal["softmax", "softmax_sink", "silu"] = "softmax",
         node_invariants: bool = False,
         equivariant_norm: bool = False,
+        radial_basis: Literal["gaussian", "bessel"] = "gaussian",
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -123,33 +130,37 @@ class GeoPaTra(Potential):
             raise ValueError(f"pair_chunk_size must be >= 1 or None, got {pair_chunk_size}")
         if max_z < 1:
             raise ValueError(f"max_z must be >= 1, got {max_z}")
-        self.max_z = max_z
-        self.cutoff = None if cutoff is None else float(cutoff)
-        self.sparse_cutoff = sparse_cutoff
-        self.irreps_node = hidden_irreps(num_features, num_tensor_features, lmax)
-        self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
-        self.num_features = num_features
-        self.embedding = AtomEmbedding(self.irreps_node, max_z)
-        self.rbf = GaussianRBF(num_rbf, rbf_max)
-        self.attention = nn.ModuleList(
-            GeometricAttention(
-                self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size,
-                radial_rank=radial_rank, value_projection=value_projection, logit_filter=logit_filter,
-                normalization=attention_normalization,
+        if radial_basis not in ("gaussian", "bessel"):
+            raise ValueError(f"radial_basis must be 'gaussian' or 'bessel', got {radial_basis!r}")
+        with _traceable_e3nn():  # e3nn modules as fx graphs, which torch.compile can trace
+            self.max_z = max_z
+            self.cutoff = None if cutoff is None else float(cutoff)
+            self.sparse_cutoff = sparse_cutoff
+            self.irreps_node = hidden_irreps(num_features, num_tensor_features, lmax)
+            self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)
+            self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
+            self.num_features = num_features
+            self.embedding = AtomEmbedding(self.irreps_node, max_z)
+            self.rbf = GaussianRBF(num_rbf, rbf_max) if radial_basis == "gaussian" else BesselRBF(num_rbf, rbf_max)
+            self.attention = nn.ModuleList(
+                GeometricAttention(
+                    self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size,
+                    radial_rank=radial_rank, value_projection=value_projection, logit_filter=logit_filter,
+                    normalization=attention_normalization,
+                )
+                for _ in range(num_layers)
             )
-            for _ in range(num_layers)
-        )
-        self.feed_forward = nn.ModuleList(
-            GatedFeedForward(self.irreps_node, node_invariants=node_invariants) for _ in range(num_layers)
-        )
-        def norm() -> nn.Module:
-            return EquivariantLayerNorm(self.irreps_node) if equivariant_norm else nn.Identity()
+            self.feed_forward = nn.ModuleList(
+                GatedFeedForward(self.irreps_node, node_invariants=node_invariants) for _ in range(num_layers)
+            )
+            def norm() -> nn.Module:
+                return EquivariantLayerNorm(self.irreps_node) if equivariant_norm else nn.Identity()
 
-        self.norm_attention = nn.ModuleList(norm() for _ in range(num_layers))
-        self.norm_feed_forward = nn.ModuleList(norm() for _ in range(num_layers))
-        self.readout = ScalarReadout(num_features, max(1, num_features // 2))
-        self.register_buffer("energy_scale", torch.ones(()))
-        self.register_buffer("seen_elements", torch.ones(max_z + 1, dtype=torch.bool))
+            self.norm_attention = nn.ModuleList(norm() for _ in range(num_layers))
+            self.norm_feed_forward = nn.ModuleList(norm() for _ in range(num_layers))
+            self.readout = ScalarReadout(num_features, max(1, num_features // 2))
+            self.register_buffer("energy_scale", torch.ones(()))
+            self.register_buffer("seen_elements", torch.ones(max_z + 1, dtype=torch.bool))
         self.to(_DTYPES[dtype])
         # float64 whatever the model dtype: absolute energies (e.g. -620,000 kcal/mol for MD22) lose
         # 0.06 kcal/mol to float32 rounding; the learned part is small and stays in the model dtype.
@@ -234,7 +245,7 @@ class GeoPaTra(Potential):
 
     def _geometry(self, vec: Tensor, mask: Tensor, **layout) -> PairGeometry:
         r, unit = safe_distance_and_direction(vec)
-        sh = o3.spherical_harmonics(self.irreps_sh, unit, normalize=False, normalization="component")
+        sh = self.spherical_harmonics(unit)
         envelope = None
         if self.cutoff is not None:
             mask = mask & (r < self.cutoff)
@@ -311,6 +322,18 @@ class GeoPaTra(Potential):
                 f"elements with atomic numbers {unseen} were not in the training data of this model "
                 f"(trained on {seen}); retrain with them or use another model"
             )
+
+
+@contextlib.contextmanager
+def _traceable_e3nn() -> Iterator[None]:
+    """Build e3nn modules as plain fx graphs, not TorchScript, so that ``torch.compile`` can trace them
+    (:mod:`geopatra.models.inference`); eager speed is the same either way."""
+    saved = e3nn.get_optimization_defaults()
+    e3nn.set_optimization_defaults(jit_script_fx=False)
+    try:
+        yield
+    finally:
+        e3nn.set_optimization_defaults(**saved)
 
 
 def _dense_index(batch: Tensor, num_graphs: int) -> tuple[Tensor, int]:

@@ -12,13 +12,20 @@ from e3nn.nn import Gate
 from torch import Tensor, nn
 
 
-def channel_invariants(x: Tensor, irreps: o3.Irreps) -> Tensor:
-    """Squared norms |x_u^(l)|^2 of every l > 0 channel u [n_atoms, number of l > 0 channels]: the
-    invariants of a node's own tensor features (a two-body product of the node with itself)."""
+def irrep_blocks(irreps: o3.Irreps) -> list[tuple[int, int, int, int]]:
+    """(multiplicity, degree l, dimension 2 l + 1, start column) of each block of ``irreps``, as plain
+    ints: the forward passes use these, never the e3nn ``Irreps`` (torch.compile cannot guard on them)."""
+    return [(mul, ir.l, ir.dim, sl.start) for (mul, ir), sl in zip(irreps, irreps.slices())]
+
+
+def channel_invariants(x: Tensor, blocks: list[tuple[int, int, int, int]]) -> Tensor:
+    """Squared norms |x_u^(l)|^2 of every l > 0 channel u [n_atoms, number of l > 0 channels] of features
+    x laid out as ``blocks`` (:func:`irrep_blocks`): the invariants of a node's own tensor features (a
+    two-body product of the node with itself)."""
     parts = [
-        x[:, sl].reshape(x.shape[0], mul, ir.dim).square().sum(dim=-1)
-        for (mul, ir), sl in zip(irreps, irreps.slices())
-        if ir.l > 0
+        x[:, start : start + mul * dim].reshape(x.shape[0], mul, dim).square().sum(dim=-1)
+        for mul, degree, dim, start in blocks
+        if degree > 0
     ]
     return torch.cat(parts, dim=-1) if parts else x.new_zeros(x.shape[0], 0)
 
@@ -37,6 +44,7 @@ class GatedFeedForward(nn.Module):
         super().__init__()
         irreps = o3.Irreps(irreps)
         self.irreps = irreps
+        self._blocks = irrep_blocks(irreps)
         scalars = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l == 0])
         gated = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l > 0])
         if gated.num_irreps > 0:
@@ -52,7 +60,7 @@ class GatedFeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.node_invariants:
-            x = torch.cat([x, channel_invariants(x, self.irreps)], dim=-1)
+            x = torch.cat([x, channel_invariants(x, self._blocks)], dim=-1)
         return self.lin2(self.act(self.lin1(x)))
 
 
@@ -68,19 +76,20 @@ class EquivariantLayerNorm(nn.Module):
     def __init__(self, irreps: o3.Irreps, eps: float = 1e-5) -> None:
         super().__init__()
         self.irreps = o3.Irreps(irreps)
+        self._blocks = irrep_blocks(self.irreps)
         self.eps = eps
         self.scales = nn.ParameterList(nn.Parameter(torch.ones(mul)) for mul, _ in self.irreps)
         self.bias = nn.Parameter(torch.zeros(self.irreps[0].mul)) if self.irreps[0].ir.l == 0 else None
 
     def forward(self, x: Tensor) -> Tensor:
         n, out = x.shape[0], []
-        for i, ((mul, ir), sl) in enumerate(zip(self.irreps, self.irreps.slices())):
-            block = x[:, sl].reshape(n, mul, ir.dim)
-            if ir.l == 0:
+        for i, (mul, degree, dim, start) in enumerate(self._blocks):
+            block = x[:, start : start + mul * dim].reshape(n, mul, dim)
+            if degree == 0:
                 block = block - block.mean(dim=1, keepdim=True)
             mean_square = block.square().sum(dim=-1).mean(dim=1, keepdim=True)  # [n, 1]
             block = block / torch.sqrt(mean_square + self.eps).unsqueeze(-1) * self.scales[i].unsqueeze(-1)
-            if ir.l == 0 and self.bias is not None:
+            if degree == 0 and self.bias is not None:
                 block = block + self.bias.unsqueeze(-1)
             out.append(block.reshape(n, -1))
         return torch.cat(out, dim=-1)

@@ -1,4 +1,4 @@
-"""Pair geometry for global attention: safe distances, directions, a radial basis with no cutoff.
+"""Pair geometry for global attention: safe distances, directions, radial bases with no cutoff.
 
 Every pair of atoms of a molecule is used, including the self pair (i, i) and, in padded batches,
 pairs with padding atoms. Both have zero distance, where ``sqrt`` and ``x / |x|`` have infinite or
@@ -62,6 +62,40 @@ class GaussianRBF(nn.Module):
     def forward(self, r: Tensor) -> Tensor:
         diff = torch.log1p(r).unsqueeze(-1) - self.centres
         return torch.exp(-self.gamma * diff * diff)
+
+
+class BesselRBF(nn.Module):
+    """Smooth radial basis: ``num_rbf`` spherical Bessel functions sin(n pi r / r_max) / r, n = 1..num_rbf,
+    times a polynomial envelope (degree p = 6) that takes them to zero with two vanishing derivatives
+    at ``r_max``, after Gasteiger et al. (DimeNet) and MACE. The resolution is uniform in r (shortest
+    wavelength 2 r_max / num_rbf), so the radial functions a network builds from it are smooth: a prior
+    against fitting noise in small training sets. NOT a cutoff of the model: beyond ``r_max`` every
+    function is exactly zero and a filter built on it equals the constant its network outputs for a
+    zero input, so pairs further apart still interact (as with :class:`GaussianRBF`).
+
+    Input: distances [...] in Å. Output: [..., num_rbf] in 1/Å, finite (with finite derivatives) at r = 0.
+    """
+
+    def __init__(self, num_rbf: int, r_max: float, envelope_degree: int = 6) -> None:
+        super().__init__()
+        if num_rbf < 1:
+            raise ValueError(f"num_rbf must be >= 1, got {num_rbf}")
+        if not r_max > 0:
+            raise ValueError(f"r_max must be > 0 Å, got {r_max}")
+        self.register_buffer("n", torch.arange(1, num_rbf + 1, dtype=torch.float32), persistent=False)
+        self.r_max, self.p, self.num_rbf = float(r_max), envelope_degree, num_rbf
+
+    def forward(self, r: Tensor) -> Tensor:
+        r = r.clamp(max=self.r_max).unsqueeze(-1)
+        u, p = r / self.r_max, self.p
+        envelope = 1 - (p + 1) * (p + 2) / 2 * u**p + p * (p + 2) * u ** (p + 1) - p * (p + 1) / 2 * u ** (p + 2)
+        n = self.n.to(r.dtype)
+        # double where: the r -> 0 limit n pi / r_max at r = 0, with finite derivatives of every order
+        nonzero = r > 0
+        r_safe = torch.where(nonzero, r, torch.ones_like(r))
+        k = (math.pi / self.r_max) * n  # wavenumbers [num_rbf], 1/Å
+        bessel = torch.where(nonzero, torch.sin(k * r_safe) / r_safe, k)
+        return bessel * envelope
 
 
 def cosine_envelope(r: Tensor, cutoff: float) -> Tensor:
