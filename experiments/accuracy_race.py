@@ -29,6 +29,7 @@ M, model and seed; training sets nested. Rows (one JSON per run) go to
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import shutil
 from pathlib import Path
@@ -127,6 +128,7 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
 
 
 def save(path: Path, row: dict) -> None:
+    row.setdefault("finished_utc", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(row, indent=1))
     print(f"{row['data']:>8} M={row['M']:<5} seed {row.get('seed', 0)} {row['model']:<15} "
@@ -173,7 +175,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
         "protocol, and `experiments/results/geopatra_ablation.md` for the GeoPaTra options chosen.",
         f"Round {rounds[0]}: GeoPaTra with the {ROUNDS[rounds[0]]}."
         + (" Earlier rounds are below." if rounds[1:] else ""),
-        f"Runs of this round finished {bc.run_span(raced) if raced else '—'}; load average (1 min) before the "
+        f"Runs of this round finished {_finished(raced)}; load average (1 min) before the "
         "pairs: " + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in raced if 'load_before' in r})) + ".",
         "Frames: " + "; ".join(sorted({f"{r['data']} M = {r['M']}: `{r['split_file']}` (train "
                                         f"{r['train_sha']}, test {r['test_sha']})" for r in rows})) + ".",
@@ -187,6 +189,14 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
                  *bc.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
     return bc.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
                            body, rows, fig)
+
+
+def _finished(rows: list[dict]) -> str:
+    """When the rows' runs finished (rows saved before the timestamp was recorded are counted apart)."""
+    stamps = sorted(r["finished_utc"] for r in rows if "finished_utc" in r)
+    missing = len(rows) - len(stamps)
+    span = f"{stamps[0]}–{stamps[-1]} UTC" if stamps else "—"
+    return span + (f" ({missing} rows saved without a timestamp)" if missing else "")
 
 
 RACE_HEADER = ["data", "M", "model", "seeds", "test F MAE [kcal/mol/Å]", "GeoPaTra / MACE (F)",

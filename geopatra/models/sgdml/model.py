@@ -32,6 +32,7 @@ from geopatra.errors import DataError, IncompatibleMoleculeError
 from geopatra.models.potential import Potential
 from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
 from geopatra.models.sgdml.kernel import SGDMLKernel
+from geopatra.models.sgdml.pricing import ProductPrice, price_group
 from geopatra.models.sgdml.symmetries import find_permutations
 from geopatra.solvers.cholesky import exact_memory_bytes, solve_cholesky
 from geopatra.solvers.nystrom import check_selection
@@ -51,6 +52,11 @@ class SGDML(Potential):
         lam: ridge regulariser λ.
         use_symmetries: detect permutational symmetries (else identity only).
         max_symmetries: cap on the size of the detected group.
+        max_product_seconds: with the iterative solver, keep the largest subgroup whose kernel product
+            (one CG iteration) on all training geometries is estimated to take at most this long [s]
+            on this machine (:mod:`geopatra.models.sgdml.pricing`; the estimates are logged whether or
+            not a budget is set). ``None``: no time cap. The exact solver ignores it (its cost is the
+            factorisation, nearly independent of the group).
         permutations: explicit permutations [S][N] (overrides detection; identity added).
         solver: ``"exact"`` (Cholesky), ``"iterative"`` (PCG + Nyström) or ``"auto"`` (exact if it
             fits ``memory_budget_gb``).
@@ -82,6 +88,7 @@ class SGDML(Potential):
         lam: float = 1e-10,
         use_symmetries: bool = True,
         max_symmetries: int = 512,
+        max_product_seconds: float | None = None,
         permutations: list[list[int]] | None = None,
         solver: Literal["auto", "exact", "iterative"] = "auto",
         memory_budget_gb: float = 8.0,
@@ -107,6 +114,9 @@ class SGDML(Potential):
         self.lam_init = float(lam)
         self.use_symmetries = use_symmetries
         self.max_symmetries = max_symmetries
+        if max_product_seconds is not None and not max_product_seconds > 0:
+            raise ValueError(f"SGDML: max_product_seconds must be > 0 or None; got {max_product_seconds}")
+        self.max_product_seconds = max_product_seconds
         self.permutations = permutations
         self.solver = solver
         self.memory_budget_gb = memory_budget_gb
@@ -134,6 +144,7 @@ class SGDML(Potential):
         self.register_buffer("n_perms", torch.zeros((), dtype=torch.long))
         self.solve_result_: SolveResult | None = None
         self.sigma_scores_: dict[float, float] = {}
+        self.product_prices_: list[ProductPrice] = []
         self._kernel_cache: tuple | None = None
 
     # -------------------------------------------------------------------------------- state
@@ -218,6 +229,10 @@ class SGDML(Potential):
             raise DataError(f"SGDML.fit: R {tuple(R_t.shape)} and F {tuple(F_t.shape)} must be ({M}, {N}, 3)")
         perms = torch.as_tensor(self._choose_permutations(R_t.numpy(), z_t.numpy()))
         logger.info("SGDML: %d permutational symmetries", perms.shape[0])
+        self.product_prices_ = []
+        if perms.shape[0] > 1 and self.choose_solver(3 * N * M) == "iterative":
+            chosen, self.product_prices_ = price_group(R_t, perms.numpy(), self.max_product_seconds, dev)
+            perms = torch.as_tensor(chosen)
         val = None
         if R_val is not None and F_val is not None and len(self.sigmas) > 1:
             val = (torch.as_tensor(np.asarray(R_val), dtype=torch.float64, device=dev),
