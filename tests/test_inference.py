@@ -108,3 +108,20 @@ def test_calculator_with_compile_gives_the_same_forces() -> None:
     assert compiled.evaluators[0].compiled
     np.testing.assert_allclose(f_compiled, f_eager, rtol=1e-4, atol=1e-5)  # float32 model: round-off only
     assert e_compiled == pytest.approx(e_eager, rel=1e-6)
+
+
+def test_md_cli_runs_compiled(tmp_path, caplog) -> None:
+    """``geopatra md --compile``: the run ends healthy and no compiler fallback is logged."""
+    from ase.io import write
+
+    from geopatra.cli import main
+
+    data = np.load(DATA / "md17_ethanol_2000.npz")
+    structure = tmp_path / "ethanol.xyz"
+    write(structure, Atoms(numbers=data["z"], positions=data["R"][3]))
+    with caplog.at_level(logging.WARNING, logger="geopatra.models.inference"):
+        status = main(["md", "--checkpoint", str(CHECKPOINT), "--structure", str(structure), "--steps", "10",
+                       "--temperature", "100", "--compile", "--output", str(tmp_path / "md")])
+    assert status == 0
+    assert (tmp_path / "md" / "report.json").is_file()
+    assert "torch.compile failed" not in caplog.text
