@@ -86,7 +86,7 @@ def inference_rows(mode: str, rows: list[dict]) -> list[list[str]]:
     out = []
     names = ", ".join(f"{n} ({a})" for a, n in sorted({(r["n_atoms"], r["structure"]) for r in rows}))
     for device in dict.fromkeys(r["device"] for r in rows):
-        for model in bc.MODELS:
+        for model in dict.fromkeys(r["model"] for r in rows):  # every model measured, compiled ones included
             sel = sorted((r for r in rows if r["device"] == device and r["model"] == model), key=lambda r: r["n_atoms"])
             if not sel:
                 continue

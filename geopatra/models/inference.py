@@ -37,7 +37,6 @@ class InferencePotential(torch.nn.Module):
         self.potential = potential.eval()
         for parameter in self.potential.parameters():
             parameter.requires_grad_(False)
-        self.compile_requested = compile
         self._compiled = torch.compile(self.potential, dynamic=False) if compile else None
 
     @property
