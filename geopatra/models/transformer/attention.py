@@ -42,6 +42,7 @@ from e3nn import o3
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from geopatra.models.transformer.pointwise import irrep_blocks
 from geopatra.models.transformer.radial import RadialMLP
 
 
@@ -134,10 +135,7 @@ class GeometricAttention(nn.Module):
             raise ValueError(f"normalization must be 'softmax', 'softmax_sink' or 'silu', got {normalization!r}")
         self.radial_rank, self.logit_filter, self.normalization = radial_rank, logit_filter, normalization
         self.irreps_node = o3.Irreps(irreps_node)
-        # plain (multiplicity, dimension) and (start, stop) per irrep block: forward touches no e3nn Irreps,
-        # whose tuples torch.compile cannot guard on
-        self._node_blocks = [(mul, ir.dim) for mul, ir in self.irreps_node]
-        self._node_slices = [(sl.start, sl.stop) for sl in self.irreps_node.slices()]
+        self._blocks = irrep_blocks(self.irreps_node)  # plain ints: forward touches no e3nn Irreps
         self.num_scalars = self.irreps_node[0].mul
         for mul, ir in self.irreps_node:
             if mul % num_heads != 0:
@@ -202,7 +200,9 @@ class GeometricAttention(nn.Module):
         q, k = self.queries_and_keys(x)
         values = x if self.value is None else self.value(x)
         # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
-        senders = torch.cat([values[:, a:b].reshape(n, H, -1) for a, b in self._node_slices], dim=-1)
+        senders = torch.cat(
+            [values[:, start : start + mul * dim].reshape(n, H, -1) for mul, _, dim, start in self._blocks], dim=-1
+        )
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
@@ -292,7 +292,7 @@ class GeometricAttention(nn.Module):
         t = torch.einsum("bijhks,bjhf->bihkfs", g, senders)  # [B, c, H, K, dim / H, S]
         S = sh.shape[-1]
         out, start = [], 0
-        for i1, (mul, dim) in enumerate(self._node_blocks):
+        for i1, (mul, _, dim, _) in enumerate(self._blocks):
             width = (mul // H) * dim
             t_block = t[:, :, :, :, start : start + width].reshape(B, c, H, K, mul // H, dim * S)
             t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, dim * S)  # (u, (m1, s)) per rank
