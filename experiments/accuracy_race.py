@@ -10,11 +10,12 @@ L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
 (validation every 200 steps included); MACE is killed at T after its log says training started, and
-gets 5 % more epochs than one calibration run (3 epochs, alone, cached per data and M) says fit in
-T, so its Stage Two runs and the kill at T ends it. Each is tested at its best validation checkpoint. geopatra-sGDML
-(``configs/sgdml.yaml``, σ from {10, 20, 40} on the validation frames, exact solve) is fitted once per
-(data, M) on the same frames. T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``);
-T = 60 s, ethanol M = 50, one seed in ``--fast``, which is a smoke test, not an accuracy result.
+gets 5 % more epochs than a calibration run (3 epochs, alone, right before each cell: the machine's
+speed drifts between sessions) says fit in T, so its Stage Two runs and the kill at T ends it.
+Each is tested at its best validation checkpoint. geopatra-sGDML (``configs/sgdml.yaml``, σ from
+{10, 20, 40} on the validation frames, exact solve) is fitted once per (data, M) on the same frames.
+T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``); T = 60 s, ethanol M = 50, one seed in
+``--fast``, which is a smoke test, not an accuracy result.
 
 Rounds: a change of GeoPaTra's shipped recipe starts a new round (``ROUNDS``); its GeoPaTra and MACE rows
 are run again side by side, the earlier rounds' rows stay and are reported below the current one.
@@ -77,12 +78,17 @@ def split_for(key: str, m: int, mode: str, work: Path) -> Path:
 CALIBRATION_EPOCHS = 3
 
 
-def mace_epochs(key: str, m: int, budget: float, rows_dir: Path, work: Path, mode: str) -> int:
+def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work: Path, mode: str) -> int:
     """Epochs of MACE that fit in ``budget`` (5 % more, so that the kill at T rather than an early end
-    stops it), from a short calibration run alone on core 0 (cached per data and M)."""
-    path = rows_dir / f"calibration_{key}_M{m}.json"
+    stops it), from a short calibration run alone on core 0 right before the cell (kept per data, M,
+    seed and round; round 1 calibrated once per data and M, which a slower machine in round 2 made too
+    many epochs: MACE was killed before its Stage Two)."""
+    name = f"{key}_M{m}" if CURRENT_ROUND == 1 else f"{key}_M{m}_seed{seed}_r{CURRENT_ROUND}"
+    path = rows_dir / f"calibration_{name}.json"
     if not path.exists():
-        run_dir = work / "calibration" / mode / f"{key}_M{m}"
+        run_dir = work / "calibration" / mode / name
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
         split = split_for(key, m, mode, work)
         tr.run_together([tr.mace_job(bc.DATASETS[key], split, run_dir, budget_s=None, seed=0, core=0,
                                      epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH)])
@@ -100,7 +106,7 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
     split = split_for(key, m, mode, work)
     paths = {name: row_path(rows_dir, key, m, seed, name) for name in (bc.GEOPATRA_NN, bc.MACE)}
     if not all(p.exists() for p in paths.values()):
-        epochs = mace_epochs(key, m, budget, rows_dir, work, mode)
+        epochs = mace_epochs(key, m, seed, budget, rows_dir, work, mode)
         cores = {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
         run = work / "runs" / mode / f"{key}_M{m}_seed{seed}" / f"round{CURRENT_ROUND}"
         if run.exists():  # a run cut short: start clean (Lightning and MACE append to what they find)
@@ -158,7 +164,8 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*_M*_seed*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*_M*_seed*.json"))
+            if not p.name.startswith("calibration_")]
     sgdml = [r for r in rows if r["model"] == bc.GEOPATRA_SGDML]
     neural = [r for r in rows if r["model"] != bc.GEOPATRA_SGDML]
     rounds = sorted({row_round(r) for r in neural}, reverse=True) or [CURRENT_ROUND]

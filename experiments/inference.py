@@ -211,9 +211,9 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
             f"model's ASE calculator, median of {plan['repeats']} after {bc.WARMUP_CALLS} untimed calls; "
             f"MD = {plan['md_steps']} velocity-Verlet steps (0.5 fs) through ASE, after 2 warm-up steps. "
             "Neural models: GeoPaTra with the architecture of configs/geopatra.yaml (64 scalar + 16 tensor "
-            "features, l <= 2, 3 layers, its radial basis and layer options, float32), MACE with 128 channels, L = 1, correlation 3, 2 "
-            "interactions, r_max 5 Å (float32); weights untrained or barely trained, which does not change "
-            "the cost.", ""]
+            "features, l <= 2, 3 layers, its radial basis and layer options, float32), MACE with 128 "
+            "channels, L = 1, correlation 3, 2 interactions, r_max 5 Å (float32); weights untrained or "
+            "barely trained, which does not change the cost.", ""]
     body += [f"- {n}" for n in notes]
     body += [""]
     structures = sorted({(r["n_atoms"], r["structure"]) for r in rows})

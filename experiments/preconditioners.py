@@ -113,7 +113,7 @@ def build_problems(
         why = molecule.why if (sigma, lam) == (None, None) else "given on the command line"
         idx = _pick(len(R), M)
         perms = find_permutations(R[idx], z, max_geometries=min(len(idx), 50))
-        op = SGDMLKernel(torch.as_tensor(R[idx], dtype=torch.float64), torch.as_tensor(perms), sigma_m)
+        op = SGDMLKernel.of(torch.as_tensor(R[idx], dtype=torch.float64), torch.as_tensor(perms), sigma_m)
         b = torch.as_tensor(F[idx], dtype=torch.float64).reshape(-1)
         d = 3 * len(z)
         frames = sorted({max(1, round(f * len(idx))) for f in fractions})

@@ -40,7 +40,7 @@ def pred(op, x, Rq):
     return vjp(pair_gradients(Rq), op.descriptor_forces(descriptor(Rq), w, q))
 
 
-base = SGDMLKernel(R, torch.arange(42)[None], sigmas[0])
+base = SGDMLKernel.of(R, torch.arange(42)[None], sigmas[0])
 for sigma in sigmas:
     op = base.with_sigma(sigma)
     K = torch.empty(op.n, op.n, dtype=torch.float64)

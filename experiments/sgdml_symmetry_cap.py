@@ -58,7 +58,7 @@ def measure_cap(cap: int, data, split_file: Path, sigma: float, lam: float, work
         t0 = time.perf_counter()
         model.predict(one)
         calls.append(time.perf_counter() - t0)
-    op = SGDMLKernel(torch.as_tensor(ds.R[train]), model.perms.cpu(), sigma)
+    op = SGDMLKernel.of(torch.as_tensor(ds.R[train]), model.perms.cpu(), sigma)
     v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     op.matvec(v)  # warm-up
     t0 = time.perf_counter()

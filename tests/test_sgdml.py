@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -71,10 +72,19 @@ def _brute_force_kernel(R: torch.Tensor, perms: torch.Tensor, sigma: float) -> t
     return K
 
 
-def test_kernel_matches_autograd_hessian_and_is_spd() -> None:
+#: Groups on 5 atoms: every descriptor entry fixed (identity), some moved (a swap), all moved (C5).
+GROUPS_OF_5 = {
+    "identity": [[0, 1, 2, 3, 4]],
+    "swap": [[0, 1, 2, 3, 4], [0, 2, 1, 3, 4]],
+    "cyclic": [[(a + shift) % 5 for a in range(5)] for shift in range(5)],
+}
+
+
+@pytest.mark.parametrize("group", list(GROUPS_OF_5))
+def test_kernel_matches_autograd_hessian_and_is_spd(group: str) -> None:
     R = torch.randn(3, 5, 3, dtype=F64) * 1.5
-    perms = torch.tensor([[0, 1, 2, 3, 4], [0, 2, 1, 3, 4]])
-    op = SGDMLKernel(R, perms, sigma=2.0)
+    perms = torch.tensor(GROUPS_OF_5[group])
+    op = SGDMLKernel.of(R, perms, sigma=2.0)
     K = op.block(torch.arange(3), torch.arange(3))
     ref = _brute_force_kernel(R, perms, 2.0)
     off = ~torch.isnan(ref)
@@ -99,7 +109,7 @@ def test_fast_products_equal_dense_kernel(ethanol: dict) -> None:
     ethanol with its 6 permutations; also block() with index tensors, fill_dense and columns."""
     R = torch.as_tensor(ethanol["R"][:350:57])  # 7 frames
     perms = torch.tensor(ETHANOL_GROUP)
-    op = SGDMLKernel(R, perms, sigma=3.0)
+    op = SGDMLKernel.of(R, perms, sigma=3.0)
     frames = torch.arange(7)
     K = op.block(frames, frames)
     torch.testing.assert_close(K, K.T, rtol=0, atol=1e-12)
@@ -125,6 +135,22 @@ def test_fast_products_equal_dense_kernel(ethanol: dict) -> None:
     res = solve_cholesky(op, b, 1e-3, progress=False)
     ref = torch.linalg.solve(K + 1e-3 * torch.eye(op.n, dtype=F64), b)
     torch.testing.assert_close(res.x, ref, rtol=1e-8, atol=1e-8 * float(ref.abs().max()))
+
+
+def test_kernels_of_every_sigma_share_one_frozen_geometry(ethanol: dict) -> None:
+    """with_sigma reuses the σ-independent arrays, and gives what a kernel built afresh gives."""
+    R = torch.as_tensor(ethanol["R"][:300:60])
+    perms = torch.tensor(ETHANOL_GROUP)
+    op = SGDMLKernel.of(R, perms, sigma=3.0)
+    other, fresh = op.with_sigma(5.0), SGDMLKernel.of(R, perms, sigma=5.0)
+    assert other.geometry is op.geometry and other.sigma == 5.0 and op.sigma == 3.0
+    V = torch.randn(op.n, 2, dtype=F64)
+    torch.testing.assert_close(other.matmat(V), fresh.matmat(V), rtol=1e-13, atol=0)
+    frames = torch.arange(5)
+    torch.testing.assert_close(other.block(frames, frames), fresh.block(frames, frames), rtol=1e-13, atol=0)
+    assert not torch.allclose(op.matmat(V), other.matmat(V))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        op.geometry.x = op.geometry.x * 2
 
 
 def test_exact_solver_matches_dense_solve() -> None:

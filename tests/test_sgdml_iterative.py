@@ -108,7 +108,7 @@ def test_iterative_matches_exact_with_few_iterations(peptide: dict) -> None:
     assert _rel_rms(F_it, F_ex) <= 1e-5
     assert float((E_it - E_ex).abs().max()) < 1e-3  # kcal/mol
     # Plain CG at the same tolerance: not converged within 5x the PCG iterations.
-    op, _, _ = it._weights()
+    op, _ = it._weights()
     b = torch.as_tensor(peptide["F"][idx]).reshape(-1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -345,7 +345,7 @@ def ethanol_sgdml(data_dir_module: Path):
     frames = rng.choice(len(d["R"]), 50, replace=False)
     train, test = np.sort(frames[:30]), np.sort(frames[30:])
     perms = find_permutations(d["R"][train], d["z"])
-    op = SGDMLKernel(torch.as_tensor(d["R"][train]), torch.as_tensor(perms), sigma=20.0)
+    op = SGDMLKernel.of(torch.as_tensor(d["R"][train]), torch.as_tensor(perms), sigma=20.0)
     b = torch.as_tensor(d["F"][train], dtype=F64).reshape(-1)
     return d, train, test, op, b
 

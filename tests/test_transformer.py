@@ -56,8 +56,10 @@ VARIANTS = {
     "node_invariants": {"node_invariants": True},
     "equivariant_norm": {"equivariant_norm": True},
     "bessel": {"radial_basis": "bessel"},
+    "node_product": {"node_product": 4},
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
-            "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True},
+            "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True,
+            "node_product": 4},
 }
 
 

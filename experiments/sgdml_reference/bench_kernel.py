@@ -72,7 +72,7 @@ def main() -> None:
     res: dict = {"threads": args.threads, "machine": platform.processor() or platform.machine(),
                  "torch": torch.__version__, "n_atoms": len(z), "n_perms": len(perms), "rows": []}
     for m in (100, 200, 1000):
-        op = SGDMLKernel(torch.as_tensor(R_all[:m]), torch.as_tensor(perms), args.sigma)
+        op = SGDMLKernel.of(torch.as_tensor(R_all[:m]), torch.as_tensor(perms), args.sigma)
         v = torch.randn(op.n, dtype=torch.float64)
         row = {"M": m, "n": op.n, "matvec_s": timed(lambda op=op, v=v: op.matvec(v), repeat=3 if m < 1000 else 1)}
         row["diagonal_s"] = timed(op.diagonal)

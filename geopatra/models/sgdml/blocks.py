@@ -17,15 +17,12 @@ frames costs ``O(b (S N² + T))`` operations, most of them in GEMMs.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from geopatra.models.sgdml.descriptor import pair_indices, to_square, vjp
-
-if TYPE_CHECKING:
-    from geopatra.models.sgdml.kernel import SGDMLKernel
+from geopatra.models.sgdml.descriptor import vjp
+from geopatra.models.sgdml.geometry import KernelGeometry
 
 #: Target entries of the largest temporary in :func:`diagonal_blocks`.
 _DIAG_ENTRIES = 2**23
@@ -41,130 +38,85 @@ def matern_coefficients(r: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
     return c1, c2
 
 
-def block_tables(op: SGDMLKernel) -> dict[str, Tensor]:
-    """σ-independent tables of the block formula, computed once per operator and cached on it.
-
-    The symmetrised c1 part is ``J_iᵀ C J_j`` with ``C = Σ_p c1_p P_p``, a D x D matrix whose
-    nonzeros are the distinct descriptor-pair transitions ``(d, d' = π_p d)`` over the group: T
-    of them (a few per pair d: ``|orbit(a)| |orbit(b)|`` at most, however large S is), so
-    ``C = c1 @ ind`` with the 0/1 matrix ``ind`` [S, T]. Each transition links the atoms of d to
-    those of d' (4 atom pairs, the "q" entries)::
-
-        ind     [S, T]       ind[p, t] = 1 if transition t = (d, π_p d)
-        q_t     [4T]         transition of each q entry
-        q_c, q_e, q_c2, q_e2 [4T]  K[(c, ·), (c2, ·)] += C_t g_i[c, e] ⊗ g_j[c2, e2]
-        q_slot  [4T]         c * N + c2
-        x_t     [N, M, N]    x_j as symmetric matrices, as [a, j, b]
-        g_t     [N, N, M, 3] g_j[a, b, l] as [a, b, j, l]
-        jtx     [M, N, 3]    J_jᵀ x_j
-    """
-    tables = op.__dict__.get("_block_tables")
-    if tables is not None:
-        return tables
-    n, n_desc = op.n_atoms, op.x.shape[1]
-    keys = torch.arange(n_desc, device=op.device)[None] * n_desc + op.dperms  # [S, D]: (d, π_p d)
-    uniq, inverse = torch.unique(keys, return_inverse=True)
-    ind = op.x.new_zeros(op.n_perms, uniq.numel())
-    ind.scatter_(1, inverse, 1.0)
-    a, b = pair_indices(n, op.device)
-    d_from, d_to = uniq // n_desc, uniq % n_desc
-    q = []
-    for c, e in ((a[d_from], b[d_from]), (b[d_from], a[d_from])):
-        for c2, e2 in ((a[d_to], b[d_to]), (b[d_to], a[d_to])):
-            q.append(torch.stack([c, e, c2, e2]))
-    q = torch.cat(q, dim=1)  # [4, 4T]
-    tables = {
-        "ind": ind,
-        "q_t": torch.arange(uniq.numel(), device=op.device).repeat(4),
-        "q_c": q[0], "q_e": q[1], "q_c2": q[2], "q_e2": q[3],
-        "q_slot": q[0] * n + q[2],
-        "x_t": to_square(op.x, n).permute(1, 0, 2).contiguous(),
-        "g_t": op.g.permute(1, 2, 0, 3).contiguous(),
-        "jtx": vjp(op.g, op.x),
-    }
-    op.__dict__["_block_tables"] = tables
-    return tables
-
-
-def row_tables(op: SGDMLKernel, i: int) -> dict[str, Tensor]:
+def row_tables(geometry: KernelGeometry, i: int) -> dict[str, Tensor]:
     """Per-row-frame tables of :func:`block_tile` (``O(S N²)``, shared by all its tiles)::
 
         gi_perm [N, 3S, N]  g_i[π⁻¹a, π⁻¹b, k] as [a, (p, k), b]  (pair gradients of R_i∘π⁻¹)
         xi_perm [N, S, N]   (P_pᵀ x_i)[a, b] = x_i[π⁻¹a, π⁻¹b]  as [a, p, b]
     """
-    inv = op.inv_perms  # [S, N]
-    gi = op.g[i][inv.T[:, :, None], inv[None]]  # [a, p, b, k]
-    xi = block_tables(op)["x_t"][:, i][inv.T[:, :, None], inv[None]]  # [a, p, b]
-    n = op.n_atoms
-    t = block_tables(op)
-    return {"gi_perm": gi.permute(0, 1, 3, 2).reshape(n, 3 * op.n_perms, n), "xi_perm": xi,
-            "left_q": op.g[i][t["q_c"], t["q_e"]]}
+    inv = geometry.inv_perms  # [S, N]
+    gi = geometry.g[i][inv.T[:, :, None], inv[None]]  # [a, p, b, k]
+    t = geometry.block_tables
+    xi = t.x_t[:, i][inv.T[:, :, None], inv[None]]  # [a, p, b]
+    n = geometry.n_atoms
+    return {"gi_perm": gi.permute(0, 1, 3, 2).reshape(n, 3 * geometry.n_perms, n), "xi_perm": xi,
+            "left_q": geometry.g[i][t.q_c, t.q_e]}
 
 
 def block_tile(
-    op: SGDMLKernel, i: int, cols: Tensor | slice, out: Tensor, rows: dict[str, Tensor] | None = None
+    geometry: KernelGeometry, sigma: float, i: int, cols: Tensor | slice, out: Tensor,
+    rows: dict[str, Tensor] | None = None,
 ) -> None:
     """Write ``K[i, cols]`` into ``out`` [3N, b, 3N] (any strided view).
 
     Args:
-        op: the kernel operator (training frames, permutations, σ).
+        geometry: the training frames and permutations.
+        sigma: the Matérn length scale σ (1/Å).
         i: the row frame.
         cols: column frame indices [b] (an index tensor, or a slice, which avoids copies).
         out: destination, indexed ``[(atom, xyz), j, (atom, xyz)]``.
         rows: :func:`row_tables` of frame i (computed if not given).
     """
-    t = block_tables(op)
-    rows = rows if rows is not None else row_tables(op, i)
-    n, s_count = op.n_atoms, op.n_perms
-    g_t = t["g_t"][:, :, cols]  # [a, b', j, l]
+    t = geometry.block_tables
+    rows = rows if rows is not None else row_tables(geometry, i)
+    n, s_count = geometry.n_atoms, geometry.n_perms
+    g_t = t.g_t[:, :, cols]  # [a, b', j, l]
     b = g_t.shape[2]
-    xi = op.x[i]
-    xj_perm = op.x_perm.view(op.n_frames, s_count, -1)[cols]  # [b, S, D]: P_p x_j
-    sq = (xi @ xi) + op.x_perm_sq.view(op.n_frames, s_count)[cols] - 2.0 * (xj_perm @ xi)
-    c1, c2 = matern_coefficients(sq.clamp_min(0.0).sqrt(), op.sigma)  # [b, S]
+    sq = geometry.squared_distances(geometry.x[i : i + 1], cols)[0]  # [b, S]: |x_i - P_p x_j|²
+    c1, c2 = matern_coefficients(sq.sqrt(), sigma)  # [b, S]
 
     # Rank-S term -Σ_p c2 (J_iᵀ u)(J_jᵀ P_pᵀ u)ᵀ with u = x_i - P_p x_j (P_pᵀ P_p = I), where
     # (J_iᵀ P_p x_j)[a] = (J(R_i∘π⁻¹)ᵀ x_j)[πa] and (P_pᵀ x_i)[a, b] = x_i[π⁻¹a, π⁻¹b].
-    v = torch.bmm(rows["gi_perm"], t["x_t"][:, cols].transpose(1, 2))  # [a', (p, k), j]
+    v = torch.bmm(rows["gi_perm"], t.x_t[:, cols].transpose(1, 2))  # [a', (p, k), j]
     v = v.view(n, s_count, 3, b).transpose(0, 1)  # [p, a', k, j]
-    v = v.gather(1, op.perms[:, :, None, None].expand(-1, -1, 3, b))  # [p, a, k, j]
-    left = (t["jtx"][i][None, :, :, None] - v) * (-c2).T[:, None, None, :]  # [p, a, k, j]
+    v = v.gather(1, geometry.perms[:, :, None, None].expand(-1, -1, 3, b))  # [p, a, k, j]
+    left = (t.jtx[i][None, :, :, None] - v) * (-c2).T[:, None, None, :]  # [p, a, k, j]
     right = torch.bmm(rows["xi_perm"], g_t.reshape(n, n, b * 3)).view(n, s_count, b, 3)  # [c', p, j, l]
-    right = right - t["jtx"][cols].permute(1, 0, 2)[:, None]
+    right = right - t.jtx[cols].permute(1, 0, 2)[:, None]
     rank = torch.bmm(left.permute(3, 1, 2, 0).reshape(b, 3 * n, s_count),
                      right.permute(2, 1, 0, 3).reshape(b, s_count, 3 * n))  # [j, (c, k), (c', l)]
     out.copy_(rank.transpose(0, 1))
 
-    # c1 part J_iᵀ (Σ_p c1_p P_p) J_j over the distinct transitions (see block_tables).
-    weights = c1 @ t["ind"]  # [b, T]
-    right_q = g_t[t["q_c2"], t["q_e2"]] * weights.T[t["q_t"], :, None]  # [4T, j, l]
+    # c1 part J_iᵀ (Σ_p c1_p P_p) J_j over the distinct transitions (see BlockTables).
+    weights = c1 @ t.ind  # [b, T]
+    right_q = g_t[t.q_c2, t.q_e2] * weights.T[t.q_t, :, None]  # [4T, j, l]
     value = rows["left_q"][:, :, None, None] * right_q[:, None]  # [4T, k, j, l]
-    acc = out.new_zeros(n * n, 3, b, 3).index_add_(0, t["q_slot"], value)
+    acc = out.new_zeros(n * n, 3, b, 3).index_add_(0, t.q_slot, value)
     out.view(n, 3, b, n, 3).add_(acc.view(n, n, 3, b, 3).permute(0, 2, 3, 1, 4))
 
 
-def diagonal_blocks(op: SGDMLKernel) -> Tensor:
+def diagonal_blocks(geometry: KernelGeometry, sigma: float) -> Tensor:
     """``diag(K)`` as [M, N, 3], ``O(M S N²)``. In atom blocks ``(c, c')`` the c1 part of
     ``J_iᵀ P_p J_j`` is ``-g_i[c, π⁻¹c'] g_j[πc, c']ᵀ`` plus, at ``c' = πc``,
     ``Σ_e g_i[c, e] g_j[πc, πe]ᵀ``; its diagonal (i = j, c = c') is taken term by term."""
-    n, s_count = op.n_atoms, op.n_perms
-    atoms = torch.arange(n, device=op.device)
-    fixed = (op.perms == atoms[None]).T.to(op.dtype)  # [N, S]: π c = c
+    n, s_count = geometry.n_atoms, geometry.n_perms
+    atoms = torch.arange(n, device=geometry.device)
+    fixed = (geometry.perms == atoms[None]).T.to(geometry.x.dtype)  # [N, S]: π c = c
     out = []
     step = max(1, _DIAG_ENTRIES // (s_count * n * n * 3))
-    for s in range(0, op.n_frames, step):
-        frames = torch.arange(s, min(op.n_frames, s + step), device=op.device)
-        g = op.g[frames]  # [m, N, N, 3]
-        u = op.x[frames][:, None, :] - op.x_perm.view(op.n_frames, s_count, -1)[frames]  # [m, S, D]
-        c1, c2 = matern_coefficients(torch.linalg.vector_norm(u, dim=-1), op.sigma)  # [m, S]
-        a_part = g[:, atoms[None, :], op.inv_perms]  # [m, S, N, 3]: g[c, π⁻¹c]
-        b_part = g[:, op.perms, atoms[None, :]]  # [m, S, N, 3]: g[πc, c]
+    for s in range(0, geometry.n_frames, step):
+        frames = torch.arange(s, min(geometry.n_frames, s + step), device=geometry.device)
+        g = geometry.g[frames]  # [m, N, N, 3]
+        u = geometry.x[frames][:, None, :] - geometry.permuted(frames)  # [m, S, D]
+        c1, c2 = matern_coefficients(torch.linalg.vector_norm(u, dim=-1), sigma)  # [m, S]
+        a_part = g[:, atoms[None, :], geometry.inv_perms]  # [m, S, N, 3]: g[c, π⁻¹c]
+        b_part = g[:, geometry.perms, atoms[None, :]]  # [m, S, N, 3]: g[πc, c]
         d = -(c1[..., None, None] * a_part * b_part).sum(1)  # [m, N, 3]
-        t = (g[:, :, None] * g[:, :, op.perms]).sum(3)  # [m, N, S, 3]: Σ_e g[c, e] g[c, πe]
+        t = (g[:, :, None] * g[:, :, geometry.perms]).sum(3)  # [m, N, S, 3]: Σ_e g[c, e] g[c, πe]
         d += (t * (c1[:, None, :] * fixed[None])[..., None]).sum(2)
         left = vjp(g[:, None], u)  # [m, S, N, 3]
-        u_back = u.gather(-1, op.inv_dperms[None].expand(len(frames), -1, -1))
+        u_back = u.gather(-1, geometry.inv_dperms[None].expand(len(frames), -1, -1))
         right = vjp(g[:, None], u_back)
         d -= (c2[..., None, None] * left * right).sum(1)
         out.append(d)
-    return torch.cat(out) if out else op.x.new_zeros(0, n, 3)
+    return torch.cat(out) if out else geometry.x.new_zeros(0, n, 3)

@@ -22,7 +22,10 @@ so ``F = K α`` exactly (checked in the tests).
 Products ``K V`` (:meth:`SGDMLKernel.matmat`) never form ``K``: ``W = J V`` per frame, then for a
 block of rows all ``(j, p)`` at once with GEMMs over descriptors (distances by the
 ``|x|² + |y|² - 2 x·y`` expansion, ``Σ c1 P_p w_j`` as ``[Q, MS] @ [MS, D]``, the rank-one
-``c2`` terms as two more GEMMs), ``O(S M² D k)`` flops, then ``Jᵀ z`` per frame. Dense blocks
+``c2`` terms as two more GEMMs), then ``Jᵀ z`` per frame. The descriptor entries no permutation moves
+(pairs of atoms the whole group fixes) are the same in every ``P_p x_j``, so there the sum over p
+acts on scalars first and the GEMMs run over M frames, not M*S: ``O(M² k (D_fixed + S D_moving))``
+flops instead of ``O(S M² D k)``. Dense blocks
 (:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the block formula of
 :mod:`geopatra.models.sgdml.blocks` (GEMMs, plus the symmetrisation compressed to the distinct
 descriptor-pair transitions of the group), one row frame by a tile of column frames at a time.
@@ -33,18 +36,15 @@ descriptor-pair transitions of the group), one row frame by a tile of column fra
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from geopatra.models.sgdml.blocks import block_tile, diagonal_blocks, matern_coefficients, row_tables
-from geopatra.models.sgdml.descriptor import (
-    descriptor,
-    descriptor_permutation,
-    jvp,
-    pair_gradients,
-    vjp,
-)
+from geopatra.models.sgdml.descriptor import jvp, vjp
+from geopatra.models.sgdml.geometry import KernelGeometry
 
 #: Target size of temporary tensors in the block computations [bytes].
 _BLOCK_BYTES = 256 * 2**20
@@ -52,9 +52,14 @@ _BLOCK_BYTES = 256 * 2**20
 _TILE_ENTRIES = 2**19
 
 
-def _sq_dist(x: Tensor, y: Tensor, y_sq: Tensor) -> Tensor:
-    """``|x_q - y_k|²`` [Q, K] by the expansion, clamped at 0. ``x`` [Q, D], ``y`` [K, D]."""
-    return ((x * x).sum(-1, keepdim=True) + y_sq[None, :] - 2.0 * (x @ y.T)).clamp_min(0.0)
+@dataclass(frozen=True, eq=False)
+class DescriptorWeights:
+    """Descriptor weights ``w_j = J_j v_j`` of k vectors v, split as the geometry splits the
+    descriptor entries (:class:`KernelGeometry`): M training frames, S permutations."""
+
+    fixed: Tensor  #: [M, k, Df] w_j on the entries no permutation moves (= P_p w_j there)
+    moving: Tensor  #: [M*S, k, Dm] P_p w_j on the moving entries
+    q: Tensor  #: [M, k] x_j · w_j (= P_p x_j · P_p w_j for every p)
 
 
 def _as_index(frames: Tensor) -> Tensor | slice:
@@ -66,96 +71,119 @@ def _as_index(frames: Tensor) -> Tensor | slice:
 
 
 class SGDMLKernel:
-    """The gradient-domain sGDML kernel on training frames ``R`` as a matrix-free operator.
+    """The gradient-domain sGDML kernel on training frames as a matrix-free operator: a
+    :class:`KernelGeometry` (training frames and their permutations, σ-independent) and a σ.
 
     Args:
-        R: training positions [M, N, 3], Å.
-        perms: atom permutations [S, N] (the identity included).
+        geometry: the training frames' σ-independent arrays (:meth:`KernelGeometry.of`).
         sigma: Matérn length scale σ (1/Å, the descriptor unit).
-        device: where to compute (default: ``R.device``).
 
     Attributes:
-        n: unknowns ``3NM``. dtype: float64. device: the compute device.
+        n: unknowns ``3NM``. dtype: float64. device: the geometry's device.
     """
 
-    def __init__(
-        self, R: Tensor, perms: Tensor, sigma: float, device: torch.device | str | None = None
-    ) -> None:
-        self.device = torch.device(device) if device is not None else R.device
-        self.dtype = torch.float64
-        self.R = R.to(self.device, self.dtype)
-        self.perms = perms.to(self.device, torch.long)
+    dtype = torch.float64
+
+    def __init__(self, geometry: KernelGeometry, sigma: float) -> None:
+        self.geometry = geometry
         self.sigma = float(sigma)
-        self.n_frames, self.n_atoms = int(R.shape[0]), int(R.shape[1])
-        self.n = 3 * self.n_atoms * self.n_frames
-        self.x = descriptor(self.R)  # [M, D]
-        self.g = pair_gradients(self.R)  # [M, N, N, 3]
-        self.dperms = torch.stack([descriptor_permutation(p) for p in self.perms])  # [S, D]
-        self.inv_perms = torch.argsort(self.perms, dim=1)  # [S, N]
-        self.inv_dperms = torch.argsort(self.dperms, dim=1)  # [S, D]: P_pᵀ y = y[inv_dperms[p]]
-        self.x_perm = self.x[:, self.dperms].reshape(-1, self.x.shape[1])  # [M*S, D]: P_p x_j
-        self.x_perm_sq = (self.x_perm * self.x_perm).sum(-1)
+        self.n = 3 * geometry.n_atoms * geometry.n_frames
+
+    @classmethod
+    def of(cls, R: Tensor, perms: Tensor, sigma: float, device: torch.device | str | None = None) -> SGDMLKernel:
+        """The kernel of training positions ``R`` [M, N, 3] (Å) under atom permutations ``perms`` [S, N]
+        (the identity included), on ``device`` (default: ``R.device``)."""
+        return cls(KernelGeometry.of(R, perms, device), sigma)
+
+    @property
+    def device(self) -> torch.device:
+        return self.geometry.device
+
+    @property
+    def n_frames(self) -> int:
+        return self.geometry.n_frames
+
+    @property
+    def n_atoms(self) -> int:
+        return self.geometry.n_atoms
 
     @property
     def n_perms(self) -> int:
-        return int(self.perms.shape[0])
+        return self.geometry.n_perms
 
     def with_sigma(self, sigma: float) -> SGDMLKernel:
-        """The same operator with another σ, sharing every σ-independent array (no recomputation)."""
-        other = object.__new__(SGDMLKernel)
-        other.__dict__.update(self.__dict__)
-        other.sigma = float(sigma)
-        return other
+        """The same operator with another σ, sharing the geometry (no recomputation)."""
+        return SGDMLKernel(self.geometry, sigma)
 
     def _coefficients(self, xq: Tensor) -> tuple[Tensor, Tensor]:
         """``(c1, c2)`` [Q, M*S] between query descriptors ``xq`` [Q, D] and all ``P_p x_j``."""
-        return matern_coefficients(_sq_dist(xq, self.x_perm, self.x_perm_sq).sqrt(), self.sigma)
+        r = self.geometry.squared_distances(xq).reshape(xq.shape[0], -1).sqrt()
+        return matern_coefficients(r, self.sigma)
 
     # ----------------------------------------------------------------- descriptor-space products
-    def weights(self, alpha: Tensor) -> tuple[Tensor, Tensor]:
-        """Permuted descriptor weights ``P_p w_j`` [M*S, D] and ``x_j · w_j`` [M*S] of ``alpha`` [n]."""
-        w_perm, q = self._weights_multi(alpha.reshape(-1, 1))
-        return w_perm[:, 0], q[:, 0]
+    def weights(self, alpha: Tensor) -> DescriptorWeights:
+        """The descriptor weights ``w_j = J_j α_j`` of coefficients ``alpha`` [n] (k = 1)."""
+        return self._weights_multi(alpha.reshape(-1, 1))
 
-    def _weights_multi(self, V: Tensor) -> tuple[Tensor, Tensor]:
-        """``P_p J_j v_j`` [M*S, k, D] and ``x_j · J_j v_j`` [M*S, k] for ``V`` [n, k]."""
-        k = V.shape[1]
+    def _weights_multi(self, V: Tensor) -> DescriptorWeights:
+        """The descriptor weights ``J_j v_j`` of the k columns of ``V`` [n, k]."""
+        geo, k = self.geometry, V.shape[1]
         v = V.T.reshape(k, self.n_frames, self.n_atoms, 3)
-        w = jvp(self.g, v)  # [k, M, D]
-        q = (w * self.x).sum(-1).T.repeat_interleave(self.n_perms, dim=0)  # [M*S, k]
-        w_perm = w[:, :, self.dperms].permute(1, 2, 0, 3)  # [M, S, k, D]
-        return w_perm.reshape(-1, k, w.shape[-1]), q
+        w = jvp(geo.g, v)  # [k, M, D]
+        moving = w[:, :, geo.dperms[:, geo.moving]].permute(1, 2, 0, 3)  # [M, S, k, Dm]
+        return DescriptorWeights(fixed=w[:, :, geo.fixed].permute(1, 0, 2).contiguous(),
+                                 moving=moving.reshape(self.n_frames * self.n_perms, k, geo.moving.numel()),
+                                 q=(w * geo.x).sum(-1).T.contiguous())
 
-    def _descriptor_forces_multi(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
-        """``z`` [Q, k, D] of the module docstring for ``xq`` [Q, D], ``w_perm`` [M*S, k, D]."""
-        ms, k, d = w_perm.shape
+    def _descriptor_forces_multi(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
+        """``z`` [Q, k, D] of the module docstring for query descriptors ``xq`` [Q, D].
+
+        On the fixed entries ``Σ_p`` acts on scalars only (``P_p w_j = w_j`` there), so their GEMMs
+        run over the M frames; only the moving entries pay for the M*S permuted copies."""
+        geo = self.geometry
+        m, s, (ms, k, dm) = self.n_frames, self.n_perms, weights.moving.shape
+        df, d = weights.fixed.shape[2], xq.shape[1]
         step = max(1, _BLOCK_BYTES // (8 * (3 * ms * k + 2 * ms + 3 * k * d)))
-        out = []
-        for s in range(0, xq.shape[0], step):
-            xb = xq[s : s + step]  # [Q, D]
+        out = xq.new_empty(xq.shape[0], k, d)
+        for start in range(0, xq.shape[0], step):
+            xb = xq[start : start + step]
+            q_count = xb.shape[0]
+            xf, xm = xb[:, geo.fixed], xb[:, geo.moving]
             c1, c2 = self._coefficients(xb)  # [Q, MS]
-            z = (c1 @ w_perm.reshape(ms, k * d)).reshape(-1, k, d)  # Σ c1 P_p w_j
-            uw = (xb @ w_perm.reshape(ms * k, d).T).reshape(-1, ms, k) - q[None]  # u · P_p w_j
-            bb = (c2[:, :, None] * uw).transpose(1, 2)  # [Q, k, MS]
-            z -= bb.sum(-1, keepdim=True) * xb[:, None, :]
-            z += bb @ self.x_perm  # [Q, k, D]
-            out.append(z)
-        return torch.cat(out) if out else xq.new_zeros(0, k, d)
+            uw = ((xf @ weights.fixed.reshape(m * k, df).T).view(q_count, m, 1, k)
+                  + (xm @ weights.moving.reshape(ms * k, dm).T).view(q_count, m, s, k)
+                  - weights.q[None, :, None, :])  # u · P_p w_j  [Q, M, S, k]
+            bb = c2.view(q_count, m, s, 1) * uw
+            b_frame = bb.sum(2)  # [Q, M, k]
+            b_total = b_frame.sum(1)[:, :, None]  # [Q, k, 1]
+            z_fixed = (c1.view(q_count, m, s).sum(2) @ weights.fixed.reshape(m, k * df)).view(q_count, k, df)
+            z_fixed -= b_total * xf[:, None, :]
+            z_fixed += b_frame.transpose(1, 2) @ geo.x_fixed
+            z_moving = (c1 @ weights.moving.reshape(ms, k * dm)).view(q_count, k, dm)
+            z_moving -= b_total * xm[:, None, :]
+            z_moving += bb.reshape(q_count, ms, k).transpose(1, 2) @ geo.x_moving
+            out[start : start + step, :, geo.fixed] = z_fixed
+            out[start : start + step, :, geo.moving] = z_moving
+        return out
 
-    def descriptor_forces(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
-        """``z`` [Q, D] of the module docstring for query descriptors ``xq`` [Q, D]."""
-        return self._descriptor_forces_multi(xq, w_perm[:, None], q[:, None])[:, 0]
+    def descriptor_forces(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
+        """``z`` [Q, D] of the module docstring for query descriptors ``xq`` [Q, D] (k = 1 weights)."""
+        return self._descriptor_forces_multi(xq, weights)[:, 0]
 
-    def energy(self, xq: Tensor, w_perm: Tensor, q: Tensor) -> Tensor:
-        """Energies [Q] without the integration constant; differentiable w.r.t. ``xq`` [Q, D]."""
+    def energy(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
+        """Energies [Q] without the integration constant for k = 1 weights; differentiable w.r.t.
+        ``xq`` [Q, D]."""
+        geo, m, s = self.geometry, self.n_frames, self.n_perms
         out = []
-        step = max(1, _BLOCK_BYTES // (8 * 4 * w_perm.shape[0]))
-        for s in range(0, xq.shape[0], step):
-            xb = xq[s : s + step]
+        step = max(1, _BLOCK_BYTES // (8 * 4 * m * s))
+        for start in range(0, xq.shape[0], step):
+            xb = xq[start : start + step]
             # Clamp keeps d sqrt finite at r = 0, where the exact gradient term (∝ u) vanishes.
-            r = _sq_dist(xb, self.x_perm, self.x_perm_sq).clamp_min(1e-36).sqrt()
+            r = geo.squared_distances(xb).clamp_min(1e-36).sqrt()  # [Q, M, S]
             c1, _ = matern_coefficients(r, self.sigma)
-            out.append(-(c1 * (xb @ w_perm.T - q[None, :])).sum(1))
+            xw = ((xb[:, geo.fixed] @ weights.fixed[:, 0].T)[:, :, None]
+                  + (xb[:, geo.moving] @ weights.moving[:, 0].T).view(xb.shape[0], m, s))  # xq · P_p w_j
+            out.append(-(c1 * (xw - weights.q[None, :, 0, None])).sum((1, 2)))
         return torch.cat(out) if out else xq.new_zeros(0)
 
     # ------------------------------------------------------------------------ KernelOperator API
@@ -163,12 +191,12 @@ class SGDMLKernel:
         """``K V`` [n, k] for ``V`` [n, k]; never forms ``K`` (``O(S M² D k)`` flops in GEMMs)."""
         V = V.to(self.device, self.dtype)
         k = V.shape[1]
-        w_perm, q = self._weights_multi(V)
+        weights = self._weights_multi(V)
         out = V.new_empty(self.n_frames, k, self.n_atoms, 3)
-        step = max(1, _BLOCK_BYTES // (8 * k * (self.n_atoms**2 * 4 + 3 * self.x.shape[1])))
+        step = max(1, _BLOCK_BYTES // (8 * k * (self.n_atoms**2 * 4 + 3 * self.geometry.x.shape[1])))
         for s in range(0, self.n_frames, step):
-            z = self._descriptor_forces_multi(self.x[s : s + step], w_perm, q)  # [Q, k, D]
-            out[s : s + step] = vjp(self.g[s : s + step, None], z)
+            z = self._descriptor_forces_multi(self.geometry.x[s : s + step], weights)  # [Q, k, D]
+            out[s : s + step] = vjp(self.geometry.g[s : s + step, None], z)
         return out.permute(0, 2, 3, 1).reshape(self.n, k)
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -191,10 +219,10 @@ class SGDMLKernel:
         out4 = out.view(a, d, b, d)
         cols_per_tile = max(1, _TILE_ENTRIES // (d * d))
         for r in range(a):
-            rows = row_tables(self, int(row_frames[r]))
+            rows = row_tables(self.geometry, int(row_frames[r]))
             for c in range(0, b, cols_per_tile):
                 cols = _as_index(col_frames[c : c + cols_per_tile])
-                block_tile(self, int(row_frames[r]), cols, out4[r, :, c : c + cols_per_tile], rows)
+                block_tile(self.geometry, self.sigma, int(row_frames[r]), cols, out4[r, :, c : c + cols_per_tile], rows)
         return out
 
     def fill_dense(self, K: Tensor, *, lower_only: bool = False, progress: bool = False) -> None:
@@ -220,7 +248,7 @@ class SGDMLKernel:
 
     def diagonal(self) -> Tensor:
         """``diag(K)`` [n] from the M diagonal blocks (direct formula, ``O(M S N²)``)."""
-        return diagonal_blocks(self).reshape(-1)
+        return diagonal_blocks(self.geometry, self.sigma).reshape(-1)
 
     def __repr__(self) -> str:
         return (

@@ -31,7 +31,7 @@ from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import DataError, IncompatibleMoleculeError
 from geopatra.models.potential import Potential
 from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
-from geopatra.models.sgdml.kernel import SGDMLKernel
+from geopatra.models.sgdml.kernel import DescriptorWeights, SGDMLKernel
 from geopatra.models.sgdml.pricing import ProductPrice, price_group
 from geopatra.models.sgdml.symmetries import find_permutations
 from geopatra.solvers.cholesky import exact_memory_bytes, solve_cholesky
@@ -168,13 +168,12 @@ class SGDML(Potential):
         self._kernel_cache = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _weights(self) -> tuple[SGDMLKernel, Tensor, Tensor]:
+    def _weights(self) -> tuple[SGDMLKernel, DescriptorWeights]:
         """Operator of the fitted model and its permuted weights (cached until buffers reload)."""
         key = (self.alphas.data_ptr(), self.alphas.numel(), str(self.compute_device), float(self.sigma))
         if self._kernel_cache is None or self._kernel_cache[0] != key:
-            op = SGDMLKernel(self.R_train, self.perms, float(self.sigma), device=self.compute_device)
-            w_perm, q = op.weights(self.alphas.detach().to(op.device))
-            self._kernel_cache = (key, op, w_perm, q)
+            op = SGDMLKernel.of(self.R_train, self.perms, float(self.sigma), device=self.compute_device)
+            self._kernel_cache = (key, op, op.weights(self.alphas.detach().to(op.device)))
         return self._kernel_cache[1:]
 
     # -------------------------------------------------------------------------------- checks
@@ -269,14 +268,14 @@ class SGDML(Potential):
         """
         self.sigma_scores_ = {}
         if val is None:
-            op = SGDMLKernel(R, perms, self.sigmas[0], device=dev)
+            op = SGDMLKernel.of(R, perms, self.sigmas[0], device=dev)
             return self.sigmas[0], self._solve(op, F.reshape(-1).to(dev))
         M = R.shape[0]
         subset = self.sigma_search_size is not None and self.sigma_search_size < M
         frames = np.arange(M)
         if subset:  # evenly spaced, deterministic
             frames = np.linspace(0, M - 1, self.sigma_search_size).round().astype(int)
-        base = SGDMLKernel(R[frames], perms, self.sigmas[0], device=dev)
+        base = SGDMLKernel.of(R[frames], perms, self.sigmas[0], device=dev)
         b = F[frames].reshape(-1).to(dev)
         best: tuple[float, float, SolveResult] | None = None
         for sigma in tqdm(self.sigmas, desc="sGDML σ grid", leave=False):
@@ -292,14 +291,13 @@ class SGDML(Potential):
         if subset:
             logger.info("SGDML: sigma %g chosen on %d of %d training frames; solving on all of them",
                         sigma, len(frames), M)
-            result = self._solve(SGDMLKernel(R, perms, sigma, device=dev), F.reshape(-1).to(dev))
+            result = self._solve(SGDMLKernel.of(R, perms, sigma, device=dev), F.reshape(-1).to(dev))
         return sigma, result
 
     @staticmethod
     def _validation_mae(op: SGDMLKernel, alpha: Tensor, R_val: Tensor, F_val: Tensor) -> float:
         """Force MAE [kcal/mol/Å] of coefficients ``alpha`` of ``op`` on ``(R_val, F_val)``."""
-        w_perm, q = op.weights(alpha)
-        pred = vjp(pair_gradients(R_val), op.descriptor_forces(descriptor(R_val), w_perm, q))
+        pred = vjp(pair_gradients(R_val), op.descriptor_forces(descriptor(R_val), op.weights(alpha)))
         return float((pred - F_val).abs().mean())
 
     def _choose_permutations(self, R: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -367,8 +365,8 @@ class SGDML(Potential):
 
     def energy_of(self, R: Tensor) -> Tensor:
         """Energies [M] (kcal/mol) of ``R`` [M, N, 3] Å, differentiable w.r.t. ``R``."""
-        op, w_perm, q = self._weights()
-        return op.energy(descriptor(R), w_perm, q) + self.c
+        op, weights = self._weights()
+        return op.energy(descriptor(R), weights) + self.c
 
     def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         """Energies [num_graphs] (kcal/mol) of a batch of the trained molecule (``pos`` [n, 3] Å)."""
@@ -408,6 +406,6 @@ class SGDML(Potential):
     def predict_forces_analytic(self, R: Tensor | np.ndarray) -> Tensor:
         """Forces [M, N, 3] (kcal/mol/Å) from the analytic predictor ``F = K α`` (no autograd)."""
         R = self._positions(R)
-        op, w_perm, q = self._weights()
+        op, weights = self._weights()
         with torch.no_grad():
-            return vjp(pair_gradients(R), op.descriptor_forces(descriptor(R), w_perm, q))
+            return vjp(pair_gradients(R), op.descriptor_forces(descriptor(R), weights))

@@ -73,7 +73,7 @@ def price_products(
     m = len(frames)
     prices = []
     for perms in groups:
-        op = SGDMLKernel(R[frames], torch.as_tensor(perms), sigma, device=device)
+        op = SGDMLKernel.of(R[frames], torch.as_tensor(perms), sigma, device=device)
         v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(op.device)
         op.matvec(v)
         best = float("inf")

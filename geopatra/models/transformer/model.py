@@ -29,7 +29,7 @@ from geopatra.errors import DataError, ElementError
 from geopatra.models.potential import Potential
 from geopatra.models.transformer.attention import GeometricAttention, PairGeometry, to_dense
 from geopatra.models.transformer.embedding import AtomEmbedding, hidden_irreps
-from geopatra.models.transformer.pointwise import EquivariantLayerNorm, GatedFeedForward
+from geopatra.models.transformer.pointwise import EquivariantLayerNorm, GatedFeedForward, NodeTensorProduct
 from geopatra.models.transformer.radial import (
     BesselRBF,
     GaussianRBF,
@@ -81,6 +81,9 @@ class GeoPaTra(Potential):
             weights can all vanish) or ``"silu"`` (unnormalised). None of them has a cutoff.
         node_invariants: feed the squared norms of each atom's l > 0 channels to its feed-forward.
         equivariant_norm: an equivariant layer norm before attention and before the feed-forward.
+        node_product: channels of a node-level tensor product of each atom's features with themselves
+            (:class:`NodeTensorProduct`) added to the feed-forward's input in every layer, so that
+            products of the attention messages (many-body terms) reach the gates; 0: none.
         radial_basis: ``"gaussian"`` (:class:`GaussianRBF`: log-spaced, fine at bond lengths) or
             ``"bessel"`` (:class:`BesselRBF`: smooth, uniform in r, zero beyond ``rbf_max``).
 
@@ -118,6 +121,7 @@ class GeoPaTra(Potential):
         node_invariants: bool = False,
         equivariant_norm: bool = False,
         radial_basis: Literal["gaussian", "bessel"] = "gaussian",
+        node_product: int = 0,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -130,6 +134,8 @@ class GeoPaTra(Potential):
             raise ValueError(f"pair_chunk_size must be >= 1 or None, got {pair_chunk_size}")
         if max_z < 1:
             raise ValueError(f"max_z must be >= 1, got {max_z}")
+        if node_product < 0:
+            raise ValueError(f"node_product must be >= 0 channels, got {node_product}")
         if radial_basis not in ("gaussian", "bessel"):
             raise ValueError(f"radial_basis must be 'gaussian' or 'bessel', got {radial_basis!r}")
         with _traceable_e3nn():  # e3nn modules as fx graphs, which torch.compile can trace
@@ -153,6 +159,10 @@ class GeoPaTra(Potential):
             self.feed_forward = nn.ModuleList(
                 GatedFeedForward(self.irreps_node, node_invariants=node_invariants) for _ in range(num_layers)
             )
+            self.node_product = nn.ModuleList(
+                NodeTensorProduct(self.irreps_node, node_product) for _ in range(num_layers if node_product else 0)
+            )
+
             def norm() -> nn.Module:
                 return EquivariantLayerNorm(self.irreps_node) if equivariant_norm else nn.Identity()
 
@@ -206,9 +216,13 @@ class GeoPaTra(Potential):
         return torch.stack(weights)
 
     def _layer(self, layer: int, x: Tensor, geometry: PairGeometry) -> Tensor:
-        """One residual attention + feed-forward layer (pre-norm when ``equivariant_norm``)."""
+        """One residual attention + feed-forward layer (pre-norm when ``equivariant_norm``; the node
+        product, if any, added to the feed-forward's input)."""
         x = x + self.attention[layer](self.norm_attention[layer](x), geometry)
-        return x + self.feed_forward[layer](self.norm_feed_forward[layer](x))
+        h = self.norm_feed_forward[layer](x)
+        if len(self.node_product) > 0:
+            h = h + self.node_product[layer](h)
+        return x + self.feed_forward[layer](h)
 
     def validation_diagnostics(self, pos: Tensor, z: Tensor, batch: Tensor) -> dict[str, float]:
         """Effective number of senders exp(H_i) per layer and head, H_i the entropy of receiver i's

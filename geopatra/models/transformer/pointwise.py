@@ -93,3 +93,43 @@ class EquivariantLayerNorm(nn.Module):
                 block = block + self.bias.unsqueeze(-1)
             out.append(block.reshape(n, -1))
         return torch.cat(out, dim=-1)
+
+
+class NodeTensorProduct(nn.Module):
+    """Equivariant product of a node's features with themselves: ``tp(lin_a(x), lin_b(x))`` mapped back
+    to ``irreps`` by a linear layer (MACE's many-body product, at correlation order 2 per layer).
+
+    Both factors are projected to ``channels`` copies of every degree l = 0..lmax (parity (-1)^l); the
+    product couples each channel with itself over every path (l1, l2) -> l3 allowed by the
+    Clebsch-Gordan rules and parity, with one learned weight per path and channel. Cost per atom,
+    not per pair.
+
+    Input and output: [n_atoms, irreps.dim].
+    """
+
+    def __init__(self, irreps: o3.Irreps, channels: int) -> None:
+        super().__init__()
+        irreps = o3.Irreps(irreps)
+        if channels < 1:
+            raise ValueError(f"node product channels must be >= 1, got {channels}")
+        lmax = max(ir.l for _, ir in irreps)
+        uniform = o3.Irreps([(channels, (degree, (-1) ** degree)) for degree in range(lmax + 1)])
+        instructions = [
+            (i1, i2, i_out, "uuu", True)
+            for i1, (_, ir1) in enumerate(uniform)
+            for i2, (_, ir2) in enumerate(uniform)
+            for i_out, (_, ir_out) in enumerate(uniform)
+            if ir_out in ir1 * ir2
+        ]
+        self.lin_a = o3.Linear(irreps, uniform)
+        self.lin_b = o3.Linear(irreps, uniform)
+        saved = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # exact Clebsch-Gordan constants; the model's dtype casts them
+        try:
+            self.product = o3.TensorProduct(uniform, uniform, uniform, instructions)
+        finally:
+            torch.set_default_dtype(saved)
+        self.lin_out = o3.Linear(uniform, irreps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin_out(self.product(self.lin_a(x), self.lin_b(x)))
