@@ -65,7 +65,8 @@ def main() -> None:
 
         torch.set_num_threads(1)
         ds = read_dataset(bc.DATASETS["ala3"].path)
-        groups = [g for g in candidate_groups(find_permutations(ds.R[:200], ds.z)) if len(g) <= args.max_perms]
+        group = find_permutations(ds.R[::10], ds.z)  # 200 frames spread over the trajectory: all 243
+        groups = [g for g in candidate_groups(group) if len(g) <= args.max_perms]
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=bc.ROOT).stdout.strip()
         for m in args.sizes:

@@ -14,6 +14,7 @@ from potential_contract import PotentialContract
 from geopatra.errors import IncompatibleMoleculeError, SolverError
 from geopatra.models.sgdml import SGDML, SGDMLKernel, find_permutations
 from geopatra.models.sgdml.descriptor import descriptor
+from geopatra.models.sgdml.geometry import KernelGeometry
 from geopatra.models.sgdml.symmetries import close_group, largest_subgroup
 from geopatra.solvers import cholesky
 from geopatra.solvers.cholesky import _factor_in_place, solve_cholesky
@@ -151,6 +152,22 @@ def test_kernels_of_every_sigma_share_one_frozen_geometry(ethanol: dict) -> None
     assert not torch.allclose(op.matmat(V), other.matmat(V))
     with pytest.raises(dataclasses.FrozenInstanceError):
         op.geometry.x = op.geometry.x * 2
+
+
+@pytest.mark.parametrize("group", ["identity", "swap", "cyclic", "ethanol"])
+def test_entry_classes_reproduce_every_permutation_with_one_term_per_coset(group: str) -> None:
+    perms = torch.tensor(ETHANOL_GROUP if group == "ethanol" else GROUPS_OF_5[group])
+    geometry = KernelGeometry.of(torch.randn(4, perms.shape[1], 3, dtype=F64), perms)
+    permuted = geometry.permuted(slice(None))  # [M, S, D]
+    entries = torch.cat([c.entries for c in geometry.classes])
+    assert torch.equal(entries.sort().values, torch.arange(geometry.x.shape[1]))  # a partition of D
+    for c in geometry.classes:
+        assert torch.equal(permuted[:, :, c.entries], c.x[:, c.coset])  # P_p x = x[images[coset[p]]]
+        assert c.n_cosets == len(torch.unique(permuted[:, :, c.entries], dim=1)[0])  # cosets are distinct
+    if group == "identity":
+        assert len(geometry.classes) == 1 and geometry.classes[0].n_cosets == 1
+    cost = sum(c.n_cosets * c.entries.numel() for c in geometry.classes)
+    assert geometry.x.shape[1] <= cost <= len(perms) * geometry.x.shape[1]
 
 
 def test_exact_solver_matches_dense_solve() -> None:

@@ -25,6 +25,44 @@ from geopatra.models.sgdml.descriptor import (
 
 
 @dataclass(frozen=True, eq=False)
+class EntryClass:
+    """Descriptor entries that the permutations move alike: ``(P_p x)[entries] = x[images[coset[p]]]``.
+
+    Permutations in one coset send every entry of the class to the same place, so a sum over the S
+    permutations of anything built from ``P_p x`` on these entries needs only one term per coset
+    (entries no permutation moves: one coset; pairs of one methyl rotor's atoms with the rest: 3).
+    """
+
+    entries: Tensor  #: [Dc] descriptor entries of the class
+    coset: Tensor  #: [S] coset of each permutation
+    images: Tensor  #: [cosets, Dc] where each coset sends the entries
+    x: Tensor  #: [M, cosets, Dc] the training descriptors x_j[images]
+
+    @property
+    def n_cosets(self) -> int:
+        return int(self.images.shape[0])
+
+
+def entry_classes(dperms: Tensor) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Descriptor entries grouped by the partition of the permutations ``dperms`` [S, D] into those that
+    send them to the same place: ``(entries [Dc], coset [S], images [cosets, Dc])`` per class."""
+    s, d = dperms.shape
+    device = dperms.device
+    _, place = torch.unique(torch.arange(d, device=device)[None] * d + dperms, return_inverse=True)  # [S, D]
+    p_of = torch.arange(s, device=device)[:, None].expand(s, d).reshape(-1)
+    first = torch.full((int(place.max()) + 1,), s, dtype=torch.long, device=device)
+    first = first.scatter_reduce(0, place.reshape(-1), p_of, reduce="amin")
+    labels = first[place]  # [S, D]: the first permutation that sends entry d where p sends it
+    partitions, class_of = torch.unique(labels.T, dim=0, return_inverse=True)
+    out = []
+    for c in range(partitions.shape[0]):
+        entries = torch.nonzero(class_of == c).flatten()
+        representatives, coset = torch.unique(partitions[c], return_inverse=True)
+        out.append((entries, coset, dperms[representatives][:, entries]))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
 class BlockTables:
     """σ-independent tables of the dense block formula (:mod:`geopatra.models.sgdml.blocks`).
 
@@ -61,12 +99,8 @@ class KernelGeometry:
     dperms: Tensor  #: [S, D] the permutations acting on descriptors
     inv_perms: Tensor  #: [S, N]
     inv_dperms: Tensor  #: [S, D]: P_pᵀ y = y[inv_dperms[p]]
-    fixed: Tensor  #: [Df] descriptor entries no permutation moves (pairs of atoms every p fixes)
-    moving: Tensor  #: [Dm] the others (Df + Dm = D); a permutation maps moving entries to moving ones
-    x_fixed: Tensor  #: [M, Df] x_j on the fixed entries (= P_p x_j there, for every p)
-    x_fixed_sq: Tensor  #: [M] |x_j|² over the fixed entries
-    x_moving: Tensor  #: [M*S, Dm] P_p x_j on the moving entries
-    x_moving_sq: Tensor  #: [M*S] |P_p x_j|² over the moving entries
+    x_sq: Tensor  #: [M] |x_j|² (= |P_p x_j|² for every p)
+    classes: tuple[EntryClass, ...]  #: the descriptor entries grouped by how the permutations move them
 
     @classmethod
     def of(cls, R: Tensor, perms: Tensor, device: torch.device | str | None = None) -> KernelGeometry:
@@ -77,14 +111,11 @@ class KernelGeometry:
         perms = perms.to(device, torch.long)
         x = descriptor(R)
         dperms = torch.stack([descriptor_permutation(p) for p in perms])
-        moves = (dperms != torch.arange(dperms.shape[1], device=device)).any(dim=0)
-        fixed, moving = torch.nonzero(~moves).flatten(), torch.nonzero(moves).flatten()
-        x_fixed = x[:, fixed]
-        x_moving = x[:, dperms[:, moving]].reshape(R.shape[0] * len(perms), moving.numel())
+        classes = tuple(EntryClass(entries, coset, images, x[:, images])
+                        for entries, coset, images in entry_classes(dperms))
         return cls(R=R, perms=perms, x=x, g=pair_gradients(R), dperms=dperms,
                    inv_perms=torch.argsort(perms, dim=1), inv_dperms=torch.argsort(dperms, dim=1),
-                   fixed=fixed, moving=moving, x_fixed=x_fixed, x_fixed_sq=(x_fixed * x_fixed).sum(-1),
-                   x_moving=x_moving, x_moving_sq=(x_moving * x_moving).sum(-1))
+                   x_sq=(x * x).sum(-1), classes=classes)
 
     @property
     def device(self) -> torch.device:
@@ -108,17 +139,31 @@ class KernelGeometry:
 
     def squared_distances(self, xq: Tensor, frames: Tensor | slice = slice(None)) -> Tensor:
         """``|xq_i - P_p x_j|²`` [Q, m, S] for query descriptors ``xq`` [Q, D] and training frames
-        ``frames`` (all by default), by the ``|x|² + |y|² - 2 x·y`` expansion, clamped at 0. The
-        fixed entries are the same for every p, so they cost one product per frame, not S."""
-        xf, xm = xq[:, self.fixed], xq[:, self.moving]
-        fixed = ((xf * xf).sum(-1, keepdim=True) + self.x_fixed_sq[frames][None]
-                 - 2.0 * (xf @ self.x_fixed[frames].T))  # [Q, m]
-        s = self.n_perms
-        x_moving = self.x_moving.view(self.n_frames, s, self.moving.numel())[frames]  # [m, S, Dm]
-        # [Q, m, S] below
-        moving = ((xm * xm).sum(-1)[:, None, None] + self.x_moving_sq.view(self.n_frames, s)[frames][None]
-                  - 2.0 * (xm @ x_moving.reshape(len(x_moving) * s, xm.shape[1]).T).view(xq.shape[0], len(x_moving), s))
-        return (fixed[:, :, None] + moving).clamp_min(0.0)
+        ``frames`` (all by default), by the ``|x|² + |y|² - 2 x·y`` expansion, clamped at 0."""
+        dots = self.permuted_dots(xq, [c.x[frames][:, :, None] for c in self.classes])[..., 0]
+        return ((xq * xq).sum(-1)[:, None, None] + self.x_sq[frames][None, :, None] - 2.0 * dots).clamp_min(0.0)
+
+    def permuted_dots(self, xq: Tensor, per_class: list[Tensor]) -> Tensor:
+        """``xq_i · P_p y_jv`` [Q, m, S, k] of query descriptors ``xq`` [Q, D] and k vectors per frame
+        y given per entry class as ``y[images]`` [m, cosets, k, Dc] (``EntryClass.x`` for y = x).
+
+        One GEMM per class over its cosets (not over all S permutations), then each permutation takes
+        its coset's value: the cost is ``Σ_c cosets_c · Dc`` (T), not ``S · D``."""
+        out = None
+        for entry_class, y in zip(self.classes, per_class):
+            m, cosets, k, dc = y.shape
+            dots = (xq[:, entry_class.entries] @ y.reshape(m * cosets * k, dc).T).view(-1, m, cosets, k)
+            dots = dots if cosets == 1 else dots[:, :, entry_class.coset]  # [Q, m, S or 1, k]
+            out = dots if out is None else out + dots
+        return out.expand(-1, -1, self.n_perms, -1)
+
+    def coset_sums(self, values: Tensor, entry_class: EntryClass) -> Tensor:
+        """Sums of ``values`` [Q, m, S, ...] over the permutations of each coset of ``entry_class``:
+        [Q, m, cosets, ...]."""
+        if entry_class.n_cosets == 1:
+            return values.sum(2, keepdim=True)
+        shape = (*values.shape[:2], entry_class.n_cosets, *values.shape[3:])
+        return values.new_zeros(shape).index_add_(2, entry_class.coset, values)
 
     @functools.cached_property
     def block_tables(self) -> BlockTables:

@@ -21,11 +21,13 @@ so ``F = K α`` exactly (checked in the tests).
 
 Products ``K V`` (:meth:`SGDMLKernel.matmat`) never form ``K``: ``W = J V`` per frame, then for a
 block of rows all ``(j, p)`` at once with GEMMs over descriptors (distances by the
-``|x|² + |y|² - 2 x·y`` expansion, ``Σ c1 P_p w_j`` as ``[Q, MS] @ [MS, D]``, the rank-one
-``c2`` terms as two more GEMMs), then ``Jᵀ z`` per frame. The descriptor entries no permutation moves
-(pairs of atoms the whole group fixes) are the same in every ``P_p x_j``, so there the sum over p
-acts on scalars first and the GEMMs run over M frames, not M*S: ``O(M² k (D_fixed + S D_moving))``
-flops instead of ``O(S M² D k)``. Dense blocks
+``|x|² + |y|² - 2 x·y`` expansion, ``Σ c1 P_p w_j`` and the rank-one ``c2`` terms as GEMMs), then
+``Jᵀ z`` per frame. Descriptor entries that the permutations move alike form a class
+(:class:`~geopatra.models.sgdml.geometry.EntryClass`); on a class ``P_p x_j`` takes one value per
+coset of the permutations, so the GEMMs run over cosets, not over all S permutations:
+``O(M² k T)`` flops with ``T = Σ_c cosets_c D_c`` (D ≤ T ≤ S D), plus ``O(M² S k)`` for the
+coefficients and the sums over each coset.
+Dense blocks
 (:meth:`SGDMLKernel.block`, used for columns and the exact solver) come from the block formula of
 :mod:`geopatra.models.sgdml.blocks` (GEMMs, plus the symmetrisation compressed to the distinct
 descriptor-pair transitions of the group), one row frame by a tile of column frames at a time.
@@ -54,11 +56,10 @@ _TILE_ENTRIES = 2**19
 
 @dataclass(frozen=True, eq=False)
 class DescriptorWeights:
-    """Descriptor weights ``w_j = J_j v_j`` of k vectors v, split as the geometry splits the
-    descriptor entries (:class:`KernelGeometry`): M training frames, S permutations."""
+    """Descriptor weights ``w_j = J_j v_j`` of k vectors v per training frame, laid out per entry class
+    of the geometry (:class:`~geopatra.models.sgdml.geometry.EntryClass`): M frames."""
 
-    fixed: Tensor  #: [M, k, Df] w_j on the entries no permutation moves (= P_p w_j there)
-    moving: Tensor  #: [M*S, k, Dm] P_p w_j on the moving entries
+    per_class: tuple[Tensor, ...]  #: per class, [M, cosets, k, Dc]: w_j[images]
     q: Tensor  #: [M, k] x_j · w_j (= P_p x_j · P_p w_j for every p)
 
 
@@ -116,9 +117,8 @@ class SGDMLKernel:
         return SGDMLKernel(self.geometry, sigma)
 
     def _coefficients(self, xq: Tensor) -> tuple[Tensor, Tensor]:
-        """``(c1, c2)`` [Q, M*S] between query descriptors ``xq`` [Q, D] and all ``P_p x_j``."""
-        r = self.geometry.squared_distances(xq).reshape(xq.shape[0], -1).sqrt()
-        return matern_coefficients(r, self.sigma)
+        """``(c1, c2)`` [Q, M, S] between query descriptors ``xq`` [Q, D] and all ``P_p x_j``."""
+        return matern_coefficients(self.geometry.squared_distances(xq).sqrt(), self.sigma)
 
     # ----------------------------------------------------------------- descriptor-space products
     def weights(self, alpha: Tensor) -> DescriptorWeights:
@@ -130,40 +130,34 @@ class SGDMLKernel:
         geo, k = self.geometry, V.shape[1]
         v = V.T.reshape(k, self.n_frames, self.n_atoms, 3)
         w = jvp(geo.g, v)  # [k, M, D]
-        moving = w[:, :, geo.dperms[:, geo.moving]].permute(1, 2, 0, 3)  # [M, S, k, Dm]
-        return DescriptorWeights(fixed=w[:, :, geo.fixed].permute(1, 0, 2).contiguous(),
-                                 moving=moving.reshape(self.n_frames * self.n_perms, k, geo.moving.numel()),
+        return DescriptorWeights(per_class=tuple(w[:, :, c.images].permute(1, 2, 0, 3) for c in geo.classes),
                                  q=(w * geo.x).sum(-1).T.contiguous())
 
     def _descriptor_forces_multi(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
         """``z`` [Q, k, D] of the module docstring for query descriptors ``xq`` [Q, D].
 
-        On the fixed entries ``Σ_p`` acts on scalars only (``P_p w_j = w_j`` there), so their GEMMs
-        run over the M frames; only the moving entries pay for the M*S permuted copies."""
-        geo = self.geometry
-        m, s, (ms, k, dm) = self.n_frames, self.n_perms, weights.moving.shape
-        df, d = weights.fixed.shape[2], xq.shape[1]
-        step = max(1, _BLOCK_BYTES // (8 * (3 * ms * k + 2 * ms + 3 * k * d)))
+        The sums over p run per coset of each entry class (:class:`KernelGeometry`): the GEMMs cost
+        ``Σ_c cosets_c · Dc`` per pair of frames, not ``S · D``."""
+        geo, m, s = self.geometry, self.n_frames, self.n_perms
+        k, d = weights.q.shape[1], xq.shape[1]
+        step = max(1, _BLOCK_BYTES // (8 * (4 * m * s * k + 3 * m * s + 3 * k * d)))
         out = xq.new_empty(xq.shape[0], k, d)
         for start in range(0, xq.shape[0], step):
             xb = xq[start : start + step]
-            q_count = xb.shape[0]
-            xf, xm = xb[:, geo.fixed], xb[:, geo.moving]
-            c1, c2 = self._coefficients(xb)  # [Q, MS]
-            uw = ((xf @ weights.fixed.reshape(m * k, df).T).view(q_count, m, 1, k)
-                  + (xm @ weights.moving.reshape(ms * k, dm).T).view(q_count, m, s, k)
-                  - weights.q[None, :, None, :])  # u · P_p w_j  [Q, M, S, k]
-            bb = c2.view(q_count, m, s, 1) * uw
-            b_frame = bb.sum(2)  # [Q, M, k]
-            b_total = b_frame.sum(1)[:, :, None]  # [Q, k, 1]
-            z_fixed = (c1.view(q_count, m, s).sum(2) @ weights.fixed.reshape(m, k * df)).view(q_count, k, df)
-            z_fixed -= b_total * xf[:, None, :]
-            z_fixed += b_frame.transpose(1, 2) @ geo.x_fixed
-            z_moving = (c1 @ weights.moving.reshape(ms, k * dm)).view(q_count, k, dm)
-            z_moving -= b_total * xm[:, None, :]
-            z_moving += bb.reshape(q_count, ms, k).transpose(1, 2) @ geo.x_moving
-            out[start : start + step, :, geo.fixed] = z_fixed
-            out[start : start + step, :, geo.moving] = z_moving
+            n_q = xb.shape[0]
+            c1, c2 = self._coefficients(xb)  # [Q, M, S]
+            uw = geo.permuted_dots(xb, list(weights.per_class)) - weights.q[None, :, None, :]  # u · P_p w_j
+            bb = c2[..., None] * uw  # [Q, M, S, k]
+            z = out[start : start + step]
+            for entry_class, w in zip(geo.classes, weights.per_class):  # Σ c1 P_p w_j
+                cosets, dc = entry_class.n_cosets, entry_class.entries.numel()
+                c1_sum = geo.coset_sums(c1, entry_class).reshape(n_q, m * cosets)
+                z[:, :, entry_class.entries] = (c1_sum @ w.reshape(m * cosets, k * dc)).view(n_q, k, dc)
+            z -= bb.reshape(n_q, m * s, k).sum(1)[:, :, None] * xb[:, None, :]
+            for entry_class in geo.classes:  # + Σ c2 (u · P_p w_j) P_p x_j
+                cosets = entry_class.n_cosets
+                b_sum = geo.coset_sums(bb, entry_class).permute(0, 3, 1, 2).reshape(n_q, k, m * cosets)
+                z[:, :, entry_class.entries] += b_sum @ entry_class.x.reshape(m * cosets, -1)
         return out
 
     def descriptor_forces(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
@@ -173,17 +167,16 @@ class SGDMLKernel:
     def energy(self, xq: Tensor, weights: DescriptorWeights) -> Tensor:
         """Energies [Q] without the integration constant for k = 1 weights; differentiable w.r.t.
         ``xq`` [Q, D]."""
-        geo, m, s = self.geometry, self.n_frames, self.n_perms
+        geo = self.geometry
         out = []
-        step = max(1, _BLOCK_BYTES // (8 * 4 * m * s))
+        step = max(1, _BLOCK_BYTES // (8 * 4 * self.n_frames * self.n_perms))
         for start in range(0, xq.shape[0], step):
             xb = xq[start : start + step]
             # Clamp keeps d sqrt finite at r = 0, where the exact gradient term (∝ u) vanishes.
             r = geo.squared_distances(xb).clamp_min(1e-36).sqrt()  # [Q, M, S]
             c1, _ = matern_coefficients(r, self.sigma)
-            xw = ((xb[:, geo.fixed] @ weights.fixed[:, 0].T)[:, :, None]
-                  + (xb[:, geo.moving] @ weights.moving[:, 0].T).view(xb.shape[0], m, s))  # xq · P_p w_j
-            out.append(-(c1 * (xw - weights.q[None, :, 0, None])).sum((1, 2)))
+            xw = geo.permuted_dots(xb, list(weights.per_class))[..., 0]  # xq · P_p w_j
+            out.append(-(c1 * (xw - weights.q[None, :, None, 0])).sum((1, 2)))
         return torch.cat(out) if out else xq.new_zeros(0)
 
     # ------------------------------------------------------------------------ KernelOperator API
