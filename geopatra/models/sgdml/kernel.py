@@ -49,7 +49,7 @@ from geopatra.models.sgdml.descriptor import jvp, vjp
 from geopatra.models.sgdml.geometry import KernelGeometry
 
 #: Target size of temporary tensors in the block computations [bytes].
-_BLOCK_BYTES = 256 * 2**20
+_BLOCK_BYTES = 32 * 2**20
 #: Target number of entries of one dense kernel tile (small enough to stay in cache).
 _TILE_ENTRIES = 2**19
 
