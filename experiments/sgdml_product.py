@@ -108,7 +108,9 @@ def write_report(rows_dir: Path, results: Path) -> Path:
             "Ac-Ala3-NHMe frames (42 atoms, D = 861 descriptor entries), one torch thread, median of the "
             "repeats after one untimed product; S permutations from `pricing.candidate_groups` (greedy "
             "subgroups of the detected 243-element methyl group). Ratio: against the identity (S = 1) of the "
-            "same label and M. Labels name the code measured (its commit in the table).", "",
+            "same label and M. Labels name the code measured (its commit in the table); each label's rows ran "
+            "alone, pinned to one core (`taskset -c 1`), nothing else running. `before` ran from a git worktree "
+            "of its commit with this script copied in (`PYTHONPATH` set to the worktree).", "",
             *bc.table(["label", "commit", "M", "S", "K v [s]", "ratio to S = 1"], table)]
     return bc.write_report(STUDY, None, results, "cpu", "sGDML: the cost of a symmetric kernel product", body,
                            rows, fig)

@@ -50,10 +50,10 @@ def test_auto_picks_exact_within_budget_and_iterative_beyond(ethanol: dict) -> N
                   use_symmetries=False)
     tight = SGDML(sigmas=[20.0], lam=1e-6, solver="auto", memory_budget_gb=0.5 * need_gb,
                   use_symmetries=False, solver_tol=1e-10)
-    assert roomy.choose_solver(n) == "exact"
-    assert tight.choose_solver(n) == "iterative"
-    assert SGDML(solver="iterative", memory_budget_gb=1e6).choose_solver(n) == "iterative"
-    assert SGDML(solver="exact", memory_budget_gb=1e-9).choose_solver(n) == "exact"
+    assert roomy.solve_settings.choose(n) == "exact"
+    assert tight.solve_settings.choose(n) == "iterative"
+    assert SGDML(solver="iterative", memory_budget_gb=1e6).solve_settings.choose(n) == "iterative"
+    assert SGDML(solver="exact", memory_budget_gb=1e-9).solve_settings.choose(n) == "exact"
     args = (ethanol["R"][idx], ethanol["z"], ethanol["E"][idx], ethanol["F"][idx])
     roomy.fit(*args)
     tight.fit(*args)
@@ -68,15 +68,15 @@ def test_auto_picks_exact_within_budget_and_iterative_beyond(ethanol: dict) -> N
 def test_preconditioner_rank_whole_geometries_within_budget() -> None:
     group, n = 126, 126 * 1000
     model = SGDML(solver="iterative", memory_budget_gb=8.0)
-    k, k_max = model.preconditioner_rank(n, group)
+    k, k_max = model.solve_settings.preconditioner_rank(n, group)
     assert k % group == 0 and k_max % group == 0
     assert 3 * 8 * k_max * n <= 8.0 * 2**30  # the preconditioner's ~3 k n floats fit the budget
     assert k <= k_max <= n
     small = SGDML(solver="iterative", solver_k=300, memory_budget_gb=8.0)
-    k, k_max = small.preconditioner_rank(126 * 20, group)
+    k, k_max = small.solve_settings.preconditioner_rank(126 * 20, group)
     assert k == 378  # 300 rounded up to 3 whole geometries
     assert k_max == 126 * 20  # the whole system fits: k may grow to n
-    default = SGDML(solver="iterative").preconditioner_rank(126 * 20, group)[0]
+    default = SGDML(solver="iterative").solve_settings.preconditioner_rank(126 * 20, group)[0]
     assert default == 126 * 5  # a quarter of the 20 geometries
 
 

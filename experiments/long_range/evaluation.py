@@ -20,7 +20,7 @@ from training import run_dir
 from geopatra.checkpoint import load_potential
 from geopatra.data import read_dataset
 from geopatra.data.splits import Split
-from geopatra.models.forces import energy_and_forces
+from geopatra.models.forces import force_jacobian, predict_frames
 
 logger = logging.getLogger(__name__)
 
@@ -31,38 +31,13 @@ def checkpoint_of(directory: Path) -> Path:
     return best[-1] if best else directory / "checkpoints" / "last.ckpt"
 
 
-def predict(potential, R: np.ndarray, z: np.ndarray, device: str, chunk: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Energies [n] kcal/mol and forces [n, N, 3] kcal/mol/Å of frames R [n, N, 3] Å."""
-    n_atoms = len(z)
-    z_t = torch.tensor(z, dtype=torch.long, device=device)
-    energies, forces = [], []
-    for start in range(0, len(R), chunk):
-        block = torch.tensor(R[start : start + chunk], dtype=torch.float64, device=device)
-        b = block.shape[0]
-        batch = torch.arange(b, device=device).repeat_interleave(n_atoms)
-        energy, force = energy_and_forces(potential, block.reshape(-1, 3), z_t.repeat(b), batch, b)
-        energies.append(energy.double().cpu().numpy())
-        forces.append(force.double().cpu().numpy().reshape(b, n_atoms, 3))
-    return np.concatenate(energies), np.concatenate(forces)
-
-
 def coupling(
     potential, pos: np.ndarray, z: np.ndarray, donor: np.ndarray, acceptor: np.ndarray, device: str
 ) -> np.ndarray:
     """dF_acceptor / dR_donor [3 n_acceptor, 3 n_donor] (kcal/mol/Å²) of one frame, by autograd."""
-    x = torch.tensor(pos, dtype=torch.float64, device=device).requires_grad_(True)
-    z_t = torch.tensor(z, dtype=torch.long, device=device)
-    batch = torch.zeros(len(z), dtype=torch.long, device=device)
-    with torch.enable_grad():
-        energy = potential(x, z_t, batch, 1).sum()
-        (grad,) = torch.autograd.grad(energy, x, create_graph=True)
-        forces = -grad[torch.as_tensor(acceptor, device=device)].reshape(-1)
-        rows = []
-        for component in forces:
-            (row,) = torch.autograd.grad(component, x, retain_graph=True, allow_unused=True)
-            row = torch.zeros_like(x) if row is None else row
-            rows.append(row[torch.as_tensor(donor, device=device)].reshape(-1))
-    return torch.stack(rows).detach().cpu().numpy()
+    return force_jacobian(potential, torch.tensor(pos, dtype=torch.float64, device=device),
+                          torch.tensor(z, dtype=torch.long, device=device),
+                          torch.as_tensor(acceptor, device=device), torch.as_tensor(donor, device=device)).cpu().numpy()
 
 
 def evaluate_run(molecule: str, model: str, work: Path, device: str) -> Path:
@@ -79,7 +54,7 @@ def evaluate_run(molecule: str, model: str, work: Path, device: str) -> Path:
     # second derivatives for the coupling)
     potential, _ = load_potential(checkpoint_of(run_dir(work, molecule, model)), map_location=device, dtype="float64")
     potential.to(device)
-    E, F = predict(potential, dataset.R[test], dataset.z, device)
+    E, F = (t.cpu().numpy() for t in predict_frames(potential, dataset.R[test], dataset.z, device=device))
     reference = np.load(files["coupling"])
     blocks = np.stack(
         [coupling(potential, dataset.R[f], dataset.z, donor, acceptor, device) for f in reference["frames"]]

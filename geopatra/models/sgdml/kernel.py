@@ -180,17 +180,20 @@ class SGDMLKernel:
         return torch.cat(out) if out else xq.new_zeros(0)
 
     # ------------------------------------------------------------------------ KernelOperator API
-    def matmat(self, V: Tensor) -> Tensor:
-        """``K V`` [n, k] for ``V`` [n, k]; never forms ``K`` (``O(S M² D k)`` flops in GEMMs)."""
+    def matmat(self, V: Tensor, rows: slice = slice(None)) -> Tensor:
+        """``K V`` [n, k] for ``V`` [n, k], or only the rows of the training frames ``rows`` (a slice of
+        frames; [3N frames, k]), as a process of a distributed product computes them. Never forms ``K``."""
         V = V.to(self.device, self.dtype)
         k = V.shape[1]
+        start, stop, _ = rows.indices(self.n_frames)
         weights = self._weights_multi(V)
-        out = V.new_empty(self.n_frames, k, self.n_atoms, 3)
+        out = V.new_empty(max(0, stop - start), k, self.n_atoms, 3)
         step = max(1, _BLOCK_BYTES // (8 * k * (self.n_atoms**2 * 4 + 3 * self.geometry.x.shape[1])))
-        for s in range(0, self.n_frames, step):
-            z = self._descriptor_forces_multi(self.geometry.x[s : s + step], weights)  # [Q, k, D]
-            out[s : s + step] = vjp(self.geometry.g[s : s + step, None], z)
-        return out.permute(0, 2, 3, 1).reshape(self.n, k)
+        for s in range(start, stop, step):
+            e = min(stop, s + step)
+            z = self._descriptor_forces_multi(self.geometry.x[s:e], weights)  # [Q, k, D]
+            out[s - start : e - start] = vjp(self.geometry.g[s:e, None], z)
+        return out.permute(0, 2, 3, 1).reshape(out.shape[0] * 3 * self.n_atoms, k)
 
     def matvec(self, v: Tensor) -> Tensor:
         """``K v`` for ``v`` [n] (or [n, k], as :meth:`matmat`)."""
@@ -227,17 +230,19 @@ class SGDMLKernel:
             stop = i + 1 if lower_only else self.n_frames
             self.block(frames[i : i + 1], frames[:stop], out=K[i * d : (i + 1) * d, : stop * d])
 
-    def columns(self, idx: Tensor) -> Tensor:
-        """``K[:, idx]`` [n, k], from the dense rows ``K[frames, :]`` of the frames ``idx`` touches
-        (``K`` is symmetric). Returned as the transpose of a row-major [k, n] tensor (no copy)."""
+    def columns(self, idx: Tensor, rows: slice = slice(None)) -> Tensor:
+        """``K[:, idx]`` [n, k] (or only the rows of the training frames ``rows``, a slice of frames),
+        from the dense rows ``K[frames, :]`` of the frames ``idx`` touches (``K`` is symmetric).
+        Returned as the transpose of a row-major [k, n] tensor (no copy)."""
         idx = idx.to(self.device, torch.long)
         d = 3 * self.n_atoms
+        start, stop, _ = rows.indices(self.n_frames)
         frames, inverse = torch.unique(idx // d, return_inverse=True)
-        rows = self.block(frames, torch.arange(self.n_frames, device=self.device))  # [f*d, n]
+        block = self.block(frames, torch.arange(start, stop, device=self.device))  # [f*d, (stop - start)*d]
         sel = inverse * d + idx % d
-        if sel.numel() == rows.shape[0] and bool((sel == torch.arange(sel.numel(), device=sel.device)).all()):
-            return rows.T
-        return rows[sel].T
+        if sel.numel() == block.shape[0] and bool((sel == torch.arange(sel.numel(), device=sel.device)).all()):
+            return block.T
+        return block[sel].T
 
     def diagonal(self) -> Tensor:
         """``diag(K)`` [n] from the M diagonal blocks (direct formula, ``O(M S N²)``)."""

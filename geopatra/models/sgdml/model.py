@@ -18,25 +18,24 @@ fingerprint) lives in buffers, so a ``state_dict`` rebuilds a fitted model in a 
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import DataError, IncompatibleMoleculeError
+from geopatra.models.forces import predict_frames
 from geopatra.models.potential import Potential
 from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp
+from geopatra.models.sgdml.distributed import is_distributed
 from geopatra.models.sgdml.kernel import DescriptorWeights, SGDMLKernel
 from geopatra.models.sgdml.pricing import ProductPrice, price_group
+from geopatra.models.sgdml.solve import SolveSettings
 from geopatra.models.sgdml.symmetries import find_permutations
-from geopatra.solvers.cholesky import exact_memory_bytes, solve_cholesky
-from geopatra.solvers.nystrom import check_selection
-from geopatra.solvers.pcg import solve_iterative
 from geopatra.solvers.result import SolveResult
 
 logger = logging.getLogger(__name__)
@@ -77,6 +76,11 @@ class SGDML(Potential):
         predict_chunk: frames per chunk in :meth:`predict`.
         sigma_search_size: with more training frames than this, σ is scored on this many evenly
             spaced ones and only the chosen σ is solved on all (``None``: the whole grid on all).
+
+    The solver arguments travel together as ``solve_settings``
+    (:class:`~geopatra.models.sgdml.solve.SolveSettings`). Fitted in one of several processes of a
+    ``torch.distributed`` group, the iterative solve is shared by them
+    (:mod:`geopatra.models.sgdml.distributed`).
     """
 
     trainable = False
@@ -103,13 +107,10 @@ class SGDML(Potential):
         sigma_search_size: int | None = 100,
     ) -> None:
         super().__init__()
-        if solver not in ("auto", "exact", "iterative"):
-            raise ValueError(f"SGDML: solver must be 'auto', 'exact' or 'iterative'; got {solver!r}")
-        check_selection(solver_selection)
-        if solver_k is not None and solver_k < 1:
-            raise ValueError(f"SGDML: solver_k must be >= 1 or None; got {solver_k}")
-        if solver_max_iter is not None and solver_max_iter < 1:
-            raise ValueError(f"SGDML: solver_max_iter must be >= 1 or None; got {solver_max_iter}")
+        self.solve_settings = SolveSettings(
+            solver=solver, memory_budget_gb=memory_budget_gb, tol=solver_tol, k=solver_k, selection=solver_selection,
+            max_iter=solver_max_iter, checkpoint=solver_checkpoint,
+        )
         self.sigmas = list(sigmas) if sigmas is not None else [10.0, 20.0, 40.0, 80.0, 160.0]
         self.lam_init = float(lam)
         self.use_symmetries = use_symmetries
@@ -118,13 +119,6 @@ class SGDML(Potential):
             raise ValueError(f"SGDML: max_product_seconds must be > 0 or None; got {max_product_seconds}")
         self.max_product_seconds = max_product_seconds
         self.permutations = permutations
-        self.solver = solver
-        self.memory_budget_gb = memory_budget_gb
-        self.solver_tol = solver_tol
-        self.solver_k = solver_k
-        self.solver_selection = solver_selection
-        self.solver_max_iter = solver_max_iter
-        self.solver_checkpoint = solver_checkpoint
         self.device_name = device
         self.max_symmetry_geometries = max_symmetry_geometries
         self.predict_chunk = predict_chunk
@@ -229,8 +223,12 @@ class SGDML(Potential):
         perms = torch.as_tensor(self._choose_permutations(R_t.numpy(), z_t.numpy()))
         logger.info("SGDML: %d permutational symmetries", perms.shape[0])
         self.product_prices_ = []
-        if perms.shape[0] > 1 and self.choose_solver(3 * N * M) == "iterative":
+        if perms.shape[0] > 1 and self.solve_settings.choose(3 * N * M) == "iterative":
             chosen, self.product_prices_ = price_group(R_t, perms.numpy(), self.max_product_seconds, dev)
+            if is_distributed():  # a choice by timing: every process takes the first process's
+                shared = [chosen]
+                dist.broadcast_object_list(shared, src=0)
+                chosen = shared[0]
             perms = torch.as_tensor(chosen)
         val = None
         if R_val is not None and F_val is not None and len(self.sigmas) > 1:
@@ -269,7 +267,7 @@ class SGDML(Potential):
         self.sigma_scores_ = {}
         if val is None:
             op = SGDMLKernel.of(R, perms, self.sigmas[0], device=dev)
-            return self.sigmas[0], self._solve(op, F.reshape(-1).to(dev))
+            return self.sigmas[0], self.solve_settings.solve(op, F.reshape(-1).to(dev), self.lam_init)
         M = R.shape[0]
         subset = self.sigma_search_size is not None and self.sigma_search_size < M
         frames = np.arange(M)
@@ -280,7 +278,7 @@ class SGDML(Potential):
         best: tuple[float, float, SolveResult] | None = None
         for sigma in tqdm(self.sigmas, desc="sGDML σ grid", leave=False):
             op = base.with_sigma(sigma)
-            result = self._solve(op, b)
+            result = self.solve_settings.solve(op, b, self.lam_init)
             mae = self._validation_mae(op, result.x, *val)
             self.sigma_scores_[sigma] = mae
             logger.info("SGDML: sigma %g -> validation force MAE %.4f kcal/mol/Å (%d training frames)",
@@ -291,7 +289,8 @@ class SGDML(Potential):
         if subset:
             logger.info("SGDML: sigma %g chosen on %d of %d training frames; solving on all of them",
                         sigma, len(frames), M)
-            result = self._solve(SGDMLKernel.of(R, perms, sigma, device=dev), F.reshape(-1).to(dev))
+            result = self.solve_settings.solve(SGDMLKernel.of(R, perms, sigma, device=dev), F.reshape(-1).to(dev),
+                                                 self.lam_init)
         return sigma, result
 
     @staticmethod
@@ -312,43 +311,6 @@ class SGDML(Potential):
             return np.arange(n, dtype=np.int64)[None]
         return find_permutations(
             R, z, max_symmetries=self.max_symmetries, max_geometries=self.max_symmetry_geometries
-        )
-
-    def choose_solver(self, n: int) -> Literal["exact", "iterative"]:
-        """The solver used for ``n`` unknowns: ``solver`` unless it is ``"auto"``, in which case
-        ``"exact"`` if the dense kernel fits ``memory_budget_gb``, else ``"iterative"``."""
-        if self.solver != "auto":
-            return self.solver
-        fits = exact_memory_bytes(n) <= self.memory_budget_gb * 2**30
-        return "exact" if fits else "iterative"
-
-    def preconditioner_rank(self, n: int, group: int) -> tuple[int, int]:
-        """``(k, k_max)``: initial and largest Nyström rank for ``n`` unknowns in groups of
-        ``group`` columns (one training geometry), whole groups, within ``memory_budget_gb``."""
-        cap = int(self.memory_budget_gb * 2**30 // (3 * 8 * n))  # G, Bᵀ and a copy: ~3·k·n floats
-        cap = max(group, cap // group * group)
-        k = self.solver_k if self.solver_k is not None else n // 4
-        k = min(max(group, math.ceil(k / group) * group), cap, n)
-        return k, max(k, min(cap, n))
-
-    def _checkpoint_for(self, op: SGDMLKernel) -> Path | None:
-        """The PCG state file of one solve: one per σ and training-set size (σ search vs final)."""
-        if self.solver_checkpoint is None:
-            return None
-        path = Path(self.solver_checkpoint)
-        return path.with_name(f"{path.stem}.sigma{op.sigma:g}.m{op.n_frames}{path.suffix or '.pt'}")
-
-    def _solve(self, op: SGDMLKernel, b: Tensor) -> SolveResult:
-        if self.choose_solver(op.n) == "exact":
-            return solve_cholesky(op, b, self.lam_init, memory_budget_gb=self.memory_budget_gb)
-        group = 3 * op.n_atoms
-        k, k_max = self.preconditioner_rank(op.n, group)
-        logger.info("SGDML: iterative solve, n = %d, Nyström %s k = %d (k_max = %d)", op.n,
-                    self.solver_selection, k, k_max)
-        return solve_iterative(
-            op, b, self.lam_init, tol=self.solver_tol, max_iter=self.solver_max_iter, k=k,
-            k_max=k_max, selection=self.solver_selection, group_size=group,
-            checkpoint_path=self._checkpoint_for(op),
         )
 
     # -------------------------------------------------------------------------------- prediction
@@ -393,15 +355,7 @@ class SGDML(Potential):
     def predict(self, R: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """Energies [M] (kcal/mol) and forces [M, N, 3] (kcal/mol/Å, autograd) of ``R`` [M, N, 3] Å."""
         R = self._positions(R)
-        E_out, F_out = [], []
-        for s in range(0, len(R), self.predict_chunk):
-            Rb = R[s : s + self.predict_chunk].detach().requires_grad_(True)
-            with torch.enable_grad():
-                E = self.energy_of(Rb)
-                (grad,) = torch.autograd.grad(E.sum(), Rb)
-            E_out.append(E.detach())
-            F_out.append(-grad)
-        return torch.cat(E_out), torch.cat(F_out)
+        return predict_frames(self, R, self.z, chunk=self.predict_chunk, device=self.compute_device)
 
     def predict_forces_analytic(self, R: Tensor | np.ndarray) -> Tensor:
         """Forces [M, N, 3] (kcal/mol/Å) from the analytic predictor ``F = K α`` (no autograd)."""
