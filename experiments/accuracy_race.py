@@ -10,8 +10,10 @@ L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
 (validation every 200 steps included); MACE is killed at T after its log says training started, and
-gets 5 % more epochs than a calibration run (3 epochs, alone, right before each cell: the machine's
-speed drifts between sessions) says fit in T, so its Stage Two runs and the kill at T ends it.
+gets 5 % more epochs than a calibration run says fit in T, so its Stage Two runs and the kill at T
+ends it. The calibration (3 epochs, right before each cell: the machine's speed drifts between
+sessions) runs on MACE's core beside a GeoPaTra fit on the other, as in the cell (until round 3 it ran
+alone, and MACE, ~20 % slower beside GeoPaTra, was killed before its Stage Two ended).
 Each is tested at its best validation checkpoint. geopatra-sGDML (``configs/sgdml.yaml``, σ from
 {10, 20, 40} on the validation frames, exact solve) is fitted once per (data, M) on the same frames.
 T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``); T = 60 s, ethanol M = 50, one seed in
@@ -81,24 +83,37 @@ CALIBRATION_EPOCHS = 3
 
 def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work: Path, mode: str) -> int:
     """Epochs of MACE that fit in ``budget`` (5 % more, so that the kill at T rather than an early end
-    stops it), from a short calibration run alone on core 0 right before the cell (kept per data, M,
-    seed and round; round 1 calibrated once per data and M, which a slower machine in round 2 made too
-    many epochs: MACE was killed before its Stage Two)."""
+    stops it), from a short calibration run right before the cell, on MACE's core of the cell beside a
+    GeoPaTra fit of T / 4 on the other core (the load MACE meets in the cell). Kept per data, M, seed
+    and round."""
     name = f"{key}_M{m}" if CURRENT_ROUND == 1 else f"{key}_M{m}_seed{seed}_r{CURRENT_ROUND}"
     path = rows_dir / f"calibration_{name}.json"
     if not path.exists():
         run_dir = work / "calibration" / mode / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        split = split_for(key, m, mode, work)
-        tr.run_together([tr.mace_job(bc.DATASETS[key], split, run_dir, budget_s=None, seed=0, core=0,
-                                     epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH)])
-        curve = json.loads((run_dir / "side.json").read_text())["curve"]
+        split, cores = split_for(key, m, mode, work), cell_cores(seed)
+        walls = tr.run_together([
+            tr.mace_job(bc.DATASETS[key], split, run_dir / "mace", budget_s=None, seed=0, core=cores[bc.MACE],
+                        epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH),
+            tr.geopatra_job(bc.GEOPATRA_NN, bc.DATASETS[key], split, run_dir / "geopatra", budget_s=budget / 4,
+                            seed=seed, core=cores[bc.GEOPATRA_NN], overrides=[], config=CONFIG)])
+        side = json.loads((run_dir / "mace" / "side.json").read_text())
+        curve = side["curve"]
+        if side["train_s"] > walls[bc.GEOPATRA_NN]:
+            print(f"warning: the calibration's GeoPaTra load ({walls[bc.GEOPATRA_NN]:.0f} s) ended before MACE's "
+                  f"training ({side['train_s']:.0f} s); its epoch time is optimistic")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"data": key, "M": m, "epochs": len(curve), "curve": curve,
+                                    "beside": f"GeoPaTra, {budget / 4:.0f} s", "walls_s": walls,
                                     "s_per_epoch": (curve[-1][0] - curve[0][0]) / (len(curve) - 1)}, indent=1))
     s_per_epoch = json.loads(path.read_text())["s_per_epoch"]
     return max(4, int(1.05 * budget / s_per_epoch))
+
+
+def cell_cores(seed: int) -> dict[str, int]:
+    """Each model's core in a cell; swapped between seeds."""
+    return {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
 
 
 def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path) -> None:
@@ -108,7 +123,7 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
     paths = {name: row_path(rows_dir, key, m, seed, name) for name in (bc.GEOPATRA_NN, bc.MACE)}
     if not all(p.exists() for p in paths.values()):
         epochs = mace_epochs(key, m, seed, budget, rows_dir, work, mode)
-        cores = {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
+        cores = cell_cores(seed)
         run = work / "runs" / mode / f"{key}_M{m}_seed{seed}" / f"round{CURRENT_ROUND}"
         if run.exists():  # a run cut short: start clean (Lightning and MACE append to what they find)
             shutil.rmtree(run)
