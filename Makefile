@@ -2,7 +2,7 @@
 #   make demo   install, train both models on the bundled data, test them, run MD from each checkpoint
 #   make test   install and run the test suite (CI runs exactly this)
 #   make bench       comparison benchmarks, fast mode on CPU (minutes), then experiments/results/README.md
-#                    (the equal-time race itself is long: python experiments/accuracy_race.py --cells ...)
+#                    (the equal-time race itself is long: python -m experiments.accuracy_race --cells ...)
 #   make bench-full  the same in full mode on a GPU; on a machine that brings its own torch:
 #                    make bench-full BENCH_PY=python
 #   make long-range  the long-range (donor-bridge-acceptor) study, fast mode on CPU (< 1 h)
@@ -51,23 +51,23 @@ BENCH_ENV  := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 BENCH_FULL := --full --device cuda --threads 8
 
 bench: $(BENCH_DEPS)
-	$(BENCH_ENV) $(BENCH_PY) experiments/learning_curves.py --fast
-	$(BENCH_ENV) $(BENCH_PY) experiments/training_cost.py --fast
-	$(BENCH_ENV) $(BENCH_PY) experiments/inference.py --fast
-	$(BENCH_PY) experiments/preconditioners.py --fast
-	$(BENCH_ENV) $(BENCH_PY) experiments/accuracy_race.py --fast
-	$(BENCH_PY) experiments/summary.py
+	$(BENCH_ENV) $(BENCH_PY) -m experiments.learning_curves --fast
+	$(BENCH_ENV) $(BENCH_PY) -m experiments.training_cost --fast
+	$(BENCH_ENV) $(BENCH_PY) -m experiments.inference --fast
+	$(BENCH_PY) -m experiments.preconditioners --fast
+	$(BENCH_ENV) $(BENCH_PY) -m experiments.accuracy_race --fast
+	$(BENCH_PY) -m experiments.summary
 
 bench-full: $(BENCH_DEPS)
-	$(BENCH_PY) experiments/learning_curves.py $(BENCH_FULL)
-	$(BENCH_PY) experiments/training_cost.py $(BENCH_FULL)
-	$(BENCH_PY) experiments/inference.py $(BENCH_FULL)
-	$(BENCH_PY) experiments/preconditioners.py --threads 8
-	$(BENCH_PY) experiments/summary.py
+	$(BENCH_PY) -m experiments.learning_curves $(BENCH_FULL)
+	$(BENCH_PY) -m experiments.training_cost $(BENCH_FULL)
+	$(BENCH_PY) -m experiments.inference $(BENCH_FULL)
+	$(BENCH_PY) -m experiments.preconditioners --threads 8
+	$(BENCH_PY) -m experiments.summary
 
 # Labelling needs tblite and RDKit (the "label" extra, installed by $(STAMP)).
 long-range: $(STAMP)
-	$(BENCH_ENV) nice -n 10 $(PY) experiments/long_range/run.py --fast
+	$(BENCH_ENV) nice -n 10 $(PY) -m experiments.long_range.run --fast
 
 clean:
 	rm -rf $(DEMO_RUNS) .pytest_cache

@@ -1,9 +1,9 @@
 """The accuracy race: GeoPaTra against MACE at equal wall-clock, sGDML on the same frames.
 
-    python experiments/accuracy_race.py --fast                     # smoke test of the pipeline (~5 min)
-    python experiments/accuracy_race.py --cells ala3:200:0 ala3:200:1   # parts of the full race
-    python experiments/accuracy_race.py                            # every missing cell (about 6 h)
-    python experiments/accuracy_race.py --report                   # the report from the rows present
+    python -m experiments.accuracy_race --fast                     # smoke test of the pipeline (~5 min)
+    python -m experiments.accuracy_race --cells ala3:200:0 ala3:200:1   # parts of the full race
+    python -m experiments.accuracy_race                            # every missing cell (about 6 h)
+    python -m experiments.accuracy_race --report                   # the report from the rows present
 
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``) and MACE (32 channels,
 L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
@@ -23,7 +23,7 @@ Rounds: a change of GeoPaTra's shipped recipe starts a new round (``ROUNDS``); i
 are run again side by side, the earlier rounds' rows stay and are reported below the current one.
 geopatra-sGDML rows are shared by all rounds (its config did not change).
 
-Frames: ``bench_common.nested_splits`` (seed 0): 50 validation and 500 test frames, the same for every
+Frames: ``bench_data.nested_splits`` (seed 0): 50 validation and 500 test frames, the same for every
 M, model and seed; training sets nested. Rows (one JSON per run) go to
 ``experiments/results/accuracy_race/<mode>/`` and are meant to be committed as each part ends;
 ``experiments/results/accuracy_race[_fast].{md,png,json}`` is rewritten from every row present.
@@ -37,11 +37,12 @@ import json
 import shutil
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
-import timed_runs as tr
 
-CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
+from experiments import bench_data, layout, reporting, runners
+from experiments import timed_runs as tr
+
+CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 #: GeoPaTra's shipped recipe in each round of the race; the last is run.
 ROUNDS = {
     1: "Gaussian radial basis (64 functions, log-spaced), `configs/geopatra.yaml` until 2026-12-01",
@@ -65,7 +66,7 @@ def cells(mode: str) -> list[tuple[str, int, int]]:
 
 def row_path(rows_dir: Path, key: str, m: int, seed: int, model: str, race_round: int = CURRENT_ROUND) -> Path:
     """Rows of the neural models carry their round (no suffix in round 1); sGDML rows are shared."""
-    suffix = "" if race_round == 1 or model == bc.GEOPATRA_SGDML else f"_r{race_round}"
+    suffix = "" if race_round == 1 or model == layout.GEOPATRA_SGDML else f"_r{race_round}"
     return rows_dir / f"{key}_M{m}_seed{seed}_{model.replace(' ', '_').replace('-', '_')}{suffix}.json"
 
 
@@ -74,7 +75,7 @@ def row_round(row: dict) -> int:
 
 
 def split_for(key: str, m: int, mode: str, work: Path) -> Path:
-    return bc.nested_splits(bc.DATASETS[key], PLANS[mode]["sizes"][key], N_VAL, N_TEST, work)[m]
+    return bench_data.nested_splits(bench_data.DATASETS[key], PLANS[mode]["sizes"][key], N_VAL, N_TEST, work)[m]
 
 
 #: MACE calibration epochs; the time per epoch is taken from the later ones (the first carries set-up).
@@ -94,14 +95,15 @@ def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work
             shutil.rmtree(run_dir)
         split, cores = split_for(key, m, mode, work), cell_cores(seed)
         walls = tr.run_together([
-            tr.mace_job(bc.DATASETS[key], split, run_dir / "mace", budget_s=None, seed=0, core=cores[bc.MACE],
-                        epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH),
-            tr.geopatra_job(bc.GEOPATRA_NN, bc.DATASETS[key], split, run_dir / "geopatra", budget_s=budget / 4,
-                            seed=seed, core=cores[bc.GEOPATRA_NN], overrides=[], config=CONFIG)])
+            tr.mace_job(bench_data.DATASETS[key], split, run_dir / "mace", budget_s=None, seed=0,
+                        core=cores[layout.MACE], epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH),
+            tr.geopatra_job(layout.GEOPATRA_NN, bench_data.DATASETS[key], split, run_dir / "geopatra",
+                            budget_s=budget / 4, seed=seed, core=cores[layout.GEOPATRA_NN], overrides=[],
+                            config=CONFIG)])
         side = json.loads((run_dir / "mace" / "side.json").read_text())
         curve = side["curve"]
-        if side["train_s"] > walls[bc.GEOPATRA_NN]:
-            print(f"warning: the calibration's GeoPaTra load ({walls[bc.GEOPATRA_NN]:.0f} s) ended before MACE's "
+        if side["train_s"] > walls[layout.GEOPATRA_NN]:
+            print(f"warning: the calibration's GeoPaTra load ({walls[layout.GEOPATRA_NN]:.0f} s) ended before MACE's "
                   f"training ({side['train_s']:.0f} s); its epoch time is optimistic")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"data": key, "M": m, "epochs": len(curve), "curve": curve,
@@ -113,39 +115,40 @@ def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work
 
 def cell_cores(seed: int) -> dict[str, int]:
     """Each model's core in a cell; swapped between seeds."""
-    return {bc.GEOPATRA_NN: seed % 2, bc.MACE: 1 - seed % 2}
+    return {layout.GEOPATRA_NN: seed % 2, layout.MACE: 1 - seed % 2}
 
 
 def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path) -> None:
     """GeoPaTra and MACE side by side for T, then geopatra-sGDML once per (data, M)."""
-    data, budget = bc.DATASETS[key], PLANS[mode]["budget"][m]
+    data, budget = bench_data.DATASETS[key], PLANS[mode]["budget"][m]
     split = split_for(key, m, mode, work)
-    paths = {name: row_path(rows_dir, key, m, seed, name) for name in (bc.GEOPATRA_NN, bc.MACE)}
+    paths = {name: row_path(rows_dir, key, m, seed, name) for name in (layout.GEOPATRA_NN, layout.MACE)}
     if not all(p.exists() for p in paths.values()):
         epochs = mace_epochs(key, m, seed, budget, rows_dir, work, mode)
         cores = cell_cores(seed)
         run = work / "runs" / mode / f"{key}_M{m}_seed{seed}" / f"round{CURRENT_ROUND}"
         if run.exists():  # a run cut short: start clean (Lightning and MACE append to what they find)
             shutil.rmtree(run)
-        jobs = [tr.geopatra_job(bc.GEOPATRA_NN, data, split, run / "geopatra", budget_s=budget, seed=seed,
-                                core=cores[bc.GEOPATRA_NN], overrides=[], config=CONFIG),
-                tr.mace_job(data, split, run / "mace", budget_s=budget, seed=seed, core=cores[bc.MACE],
+        jobs = [tr.geopatra_job(layout.GEOPATRA_NN, data, split, run / "geopatra", budget_s=budget, seed=seed,
+                                core=cores[layout.GEOPATRA_NN], overrides=[], config=CONFIG),
+                tr.mace_job(data, split, run / "mace", budget_s=budget, seed=seed, core=cores[layout.MACE],
                             epochs=epochs, batch_size=MACE_BATCH)]
         load_before = tr.load_average()
         walls = tr.run_together(jobs)
         load_after = tr.load_average()
         rows = [
-            tr.geopatra_row(bc.GEOPATRA_NN, data, split, run / "geopatra", config=CONFIG, overrides=[],
-                            fit_wall_s=walls[bc.GEOPATRA_NN], budget_s=budget, seed=seed, core=cores[bc.GEOPATRA_NN]),
-            tr.mace_row(data, split, run / "mace", fit_wall_s=walls[bc.MACE], budget_s=budget, seed=seed,
-                        core=cores[bc.MACE], batch_size=MACE_BATCH) | {"epochs_planned": epochs},
+            tr.geopatra_row(layout.GEOPATRA_NN, data, split, run / "geopatra", config=CONFIG, overrides=[],
+                            fit_wall_s=walls[layout.GEOPATRA_NN], budget_s=budget, seed=seed,
+                            core=cores[layout.GEOPATRA_NN]),
+            tr.mace_row(data, split, run / "mace", fit_wall_s=walls[layout.MACE], budget_s=budget, seed=seed,
+                        core=cores[layout.MACE], batch_size=MACE_BATCH) | {"epochs_planned": epochs},
         ]
         for row in rows:
             row.update(load_before=load_before, load_after=load_after, round=CURRENT_ROUND)
             save(paths[row["model"]], row)
-    sgdml_path = row_path(rows_dir, key, m, 0, bc.GEOPATRA_SGDML, race_round=1)
+    sgdml_path = row_path(rows_dir, key, m, 0, layout.GEOPATRA_SGDML, race_round=1)
     if not sgdml_path.exists():
-        row = bc.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=1, work=work)
+        row = runners.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=1, work=work)
         save(sgdml_path, {**row, "seed": 0, "load_after": tr.load_average()})
 
 
@@ -164,9 +167,9 @@ def energy_std(key: str, split_file: str) -> float:
     """Standard deviation [kcal/mol] of the test frames' energies."""
     from geopatra.data import read_dataset
 
-    with np.load(bc.ROOT / split_file) as s:
+    with np.load(layout.ROOT / split_file) as s:
         test = s["test"]
-    return float(np.std(read_dataset(bc.DATASETS[key].path).E[test]))
+    return float(np.std(read_dataset(bench_data.DATASETS[key].path).E[test]))
 
 
 def stats(values: list[float]) -> tuple[float, float]:
@@ -182,12 +185,12 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
 
     rows = [json.loads(p.read_text()) for p in sorted(rows_dir.glob("*_M*_seed*.json"))
             if not p.name.startswith("calibration_")]
-    sgdml = [r for r in rows if r["model"] == bc.GEOPATRA_SGDML]
-    neural = [r for r in rows if r["model"] != bc.GEOPATRA_SGDML]
+    sgdml = [r for r in rows if r["model"] == layout.GEOPATRA_SGDML]
+    neural = [r for r in rows if r["model"] != layout.GEOPATRA_SGDML]
     rounds = sorted({row_round(r) for r in neural}, reverse=True) or [CURRENT_ROUND]
     raced = [r for r in neural if row_round(r) == rounds[0]]
     current = raced + sgdml
-    groups = {k: v for k, v in _groups(current).items() if set(v) != {bc.GEOPATRA_SGDML}}
+    groups = {k: v for k, v in _groups(current).items() if set(v) != {layout.GEOPATRA_SGDML}}
     table_rows, verdicts = _round_table(groups)
     fig = _figure(plt, groups)
     body = [
@@ -205,12 +208,12 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     ]
     if mode == "fast":
         body += ["", "**Fast mode: a smoke test of the race's pipeline (60 s per model), not an accuracy result.**"]
-    body += ["", *bc.table(RACE_HEADER, table_rows), "", "Verdicts:", *verdicts]
+    body += ["", *reporting.table(RACE_HEADER, table_rows), "", "Verdicts:", *verdicts]
     for earlier in rounds[1:]:
         old_rows, old_verdicts = _round_table(_groups([r for r in neural if row_round(r) == earlier] + sgdml))
         body += ["", f"### Round {earlier}: GeoPaTra with the {ROUNDS[earlier]}", "",
-                 *bc.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
-    return bc.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
+                 *reporting.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
+    return reporting.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
                            body, rows, fig)
 
 
@@ -239,24 +242,24 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
     """Table rows (``RACE_HEADER``) and verdict lines of one round."""
     table_rows, verdicts = [], []
     for (key, m), models in sorted(groups.items()):
-        if set(models) == {bc.GEOPATRA_SGDML}:
+        if set(models) == {layout.GEOPATRA_SGDML}:
             continue  # a (data, M) the round has not raced
         std = energy_std(key, next(iter(models.values()))[0]["split_file"])
         mean_f = {name: stats([r["test_F_mae"] for r in rs]) for name, rs in models.items()}
-        for name in (bc.GEOPATRA_NN, bc.MACE, bc.GEOPATRA_SGDML):
+        for name in (layout.GEOPATRA_NN, layout.MACE, layout.GEOPATRA_SGDML):
             if name not in models:
                 continue
             rs = models[name]
             f, e = mean_f[name], stats([r["test_E_mae"] for r in rs])
             ratio = "—"
-            if name == bc.GEOPATRA_NN and bc.MACE in mean_f:
-                ratio = f"{f[0] / mean_f[bc.MACE][0]:.2f}"
+            if name == layout.GEOPATRA_NN and layout.MACE in mean_f:
+                ratio = f"{f[0] / mean_f[layout.MACE][0]:.2f}"
             train = [r.get("train_F_mae_last") for r in rs if r.get("train_F_mae_last") is not None]
             steps = [r["steps"] for r in rs if r.get("steps")]
             step_t = [r["step_time_s"] for r in rs if r.get("step_time_s")]
-            if name == bc.GEOPATRA_SGDML:
+            if name == layout.GEOPATRA_SGDML:
                 note = f"σ = {rs[0]['sigma']:g}, {rs[0]['n_perms']} perms, fit {rs[0]['fit_wall_s']:.0f} s"
-            elif name == bc.MACE:
+            elif name == layout.MACE:
                 note = (f"{rs[0]['mace_args']}, batch {rs[0]['batch_size']}, epochs "
                         f"{'/'.join(str(len(r['curve'])) for r in rs)}, killed at T: "
                         f"{'/'.join('yes' if r['killed_at_budget'] else 'no' for r in rs)}")
@@ -268,9 +271,9 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
                 f"{np.mean(train):.3g}" if train else "—", f"{np.mean(steps):.0f}" if steps else "—",
                 f"{1e3 * np.mean(step_t):.0f}" if step_t else "—", note,
             ])
-        if bc.GEOPATRA_NN in mean_f and bc.MACE in mean_f:
-            (g, gs), (mm, ms) = mean_f[bc.GEOPATRA_NN], mean_f[bc.MACE]
-            seeds = min(len(models[bc.GEOPATRA_NN]), len(models[bc.MACE]))
+        if layout.GEOPATRA_NN in mean_f and layout.MACE in mean_f:
+            (g, gs), (mm, ms) = mean_f[layout.GEOPATRA_NN], mean_f[layout.MACE]
+            seeds = min(len(models[layout.GEOPATRA_NN]), len(models[layout.MACE]))
             if seeds < 2:
                 outcome = "one seed: no verdict"
             elif abs(g - mm) <= gs + ms:
@@ -279,10 +282,10 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
                 outcome = "GeoPaTra lower" if g < mm else "MACE lower"
             verdicts.append(f"- {key}, M = {m}: GeoPaTra {g:.3g} ± {gs:.2g}, MACE {mm:.3g} ± {ms:.2g} kcal/mol/Å "
                             f"({seeds} seed(s)): **{outcome}**; GeoPaTra test E MAE / test E std "
-                            f"{stats([r['test_E_mae'] for r in models[bc.GEOPATRA_NN]])[0] / std:.2f} "
+                            f"{stats([r['test_E_mae'] for r in models[layout.GEOPATRA_NN]])[0] / std:.2f} "
                             "(target ≤ 0.3).")
     for key in sorted({k for k, _ in groups}):
-        f50, f200 = (groups.get((key, m), {}).get(bc.GEOPATRA_NN) for m in (50, 200))
+        f50, f200 = (groups.get((key, m), {}).get(layout.GEOPATRA_NN) for m in (50, 200))
         if f50 and f200:
             ratio = stats([r["test_F_mae"] for r in f200])[0] / stats([r["test_F_mae"] for r in f50])[0]
             verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) = {ratio:.2f} (target ≤ 0.6).")
@@ -292,19 +295,19 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
 def _atoms(key: str) -> int:
     from geopatra.data import read_dataset
 
-    return len(read_dataset(bc.DATASETS[key].path).z)
+    return len(read_dataset(bench_data.DATASETS[key].path).z)
 
 
 def _figure(plt, groups):
     """Validation force MAE against wall time per (data, M), and test force MAE against M."""
     keys = sorted(groups)
     fig, axes = plt.subplots(1, len(keys) + 1, figsize=(4.5 * (len(keys) + 1), 4.2), squeeze=False)
-    colors = {bc.GEOPATRA_NN: "tab:blue", bc.MACE: "tab:orange", bc.GEOPATRA_SGDML: "tab:green"}
+    colors = {layout.GEOPATRA_NN: "tab:blue", layout.MACE: "tab:orange", layout.GEOPATRA_SGDML: "tab:green"}
     for ax, (key, m) in zip(axes[0], keys):
         for name, rs in groups[(key, m)].items():
             for r in rs:
                 curve = np.asarray(r.get("curve") or np.zeros((0, 2)))
-                if name == bc.GEOPATRA_SGDML:
+                if name == layout.GEOPATRA_SGDML:
                     ax.axhline(r["test_F_mae"], color=colors[name], ls=":", label=f"{name} (test)")
                 elif len(curve):
                     ax.plot(curve[:, 0], curve[:, 1], color=colors[name], alpha=0.8,
@@ -334,8 +337,8 @@ def main() -> None:
     parser.set_defaults(mode="full")
     parser.add_argument("--cells", nargs="*", default=None, help="data:M:seed parts to run (default: all missing)")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the rows present")
-    parser.add_argument("--work-dir", type=Path, default=bc.EXPERIMENTS / "work" / "race")
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "race")
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
     rows_dir = args.results_dir / "accuracy_race" / args.mode
     if not args.report:

@@ -1,8 +1,8 @@
 """GeoPaTra ablation: the training recipe and each attention-layer option, at a fixed wall-clock budget.
 
-    python experiments/geopatra_ablation.py                  # 5 min per run, 2 seeds (about 50 min)
-    python experiments/geopatra_ablation.py --steps 7        # only some steps (indices of steps())
-    python experiments/geopatra_ablation.py --budget 600     # longer runs; rows are cached per budget
+    python -m experiments.geopatra_ablation                  # 5 min per run, 2 seeds (about 50 min)
+    python -m experiments.geopatra_ablation --steps 7        # only some steps (indices of steps())
+    python -m experiments.geopatra_ablation --budget 600     # longer runs; rows are cached per budget
 
 On ``configs/geopatra.yaml`` with every layer option off: the recipe shipped before issue 15
 (``geopatra_ablation/shipped_recipe.yaml``), today's recipe, each layer option alone on today's
@@ -21,11 +21,11 @@ import argparse
 import json
 from pathlib import Path
 
-import bench_common as bc
-import timed_runs as tr
+from experiments import bench_data, calculator_timing, layout, reporting
+from experiments import timed_runs as tr
 
-CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
-SHIPPED = bc.EXPERIMENTS / "geopatra_ablation" / "shipped_recipe.yaml"
+CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
+SHIPPED = layout.EXPERIMENTS / "geopatra_ablation" / "shipped_recipe.yaml"
 P = "--model.init_args.potential.init_args."
 #: (name, overrides): each layer option alone, on the force-field recipe.
 LAYER_STEPS = [
@@ -64,11 +64,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--steps", type=int, nargs="*", default=None, help="indices of the steps to run")
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the rows present")
-    parser.add_argument("--work-dir", type=Path, default=bc.EXPERIMENTS / "work" / "ablation")
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "ablation")
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
-    data = bc.DATASETS["ala3"]
-    split = bc.nested_splits(data, [200], 50, 500, args.work_dir)[200]
+    data = bench_data.DATASETS["ala3"]
+    split = bench_data.nested_splits(data, [200], 50, 500, args.work_dir)[200]
     rows_dir = args.results_dir / "geopatra_ablation"
     plan = [(i, name, over, seed) for i, (name, over) in enumerate(steps()) for seed in args.seeds
             if args.steps is None or i in args.steps]
@@ -89,7 +89,7 @@ def main() -> None:
             row = tr.geopatra_row(name, data, split, run_dir, config=CONFIG, overrides=overrides,
                                   fit_wall_s=walls[key], budget_s=args.budget, seed=seed, core=core)
             row.update(step=i, load_before=load_before, load_after=tr.load_average(),
-                       ef_s=_ef_times(Path(bc.ROOT / row["checkpoint"])))
+                       ef_s=_ef_times(Path(layout.ROOT / row["checkpoint"])))
             path = _row_path(rows_dir, (i, name, over, seed), args.budget)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(row, indent=1))
@@ -115,8 +115,8 @@ def _ef_times(checkpoint: Path) -> dict[str, float]:
     """Energy + forces time [s] of the checkpoint's model at 42 and 370 atoms (one thread)."""
     import torch
     from ase import Atoms
-    from transformer_scaling import load_structure
 
+    from experiments.transformer_scaling import load_structure
     from geopatra.calculator import GeoPatraCalculator
 
     torch.set_num_threads(1)
@@ -124,7 +124,8 @@ def _ef_times(checkpoint: Path) -> dict[str, float]:
     for name in ("Ac-Ala3-NHMe", "DWCNT"):
         pos, z, _ = load_structure(name)
         calc = GeoPatraCalculator(checkpoint)
-        out[str(len(z))] = bc.time_calculator(Atoms(numbers=z, positions=pos), calc, repeats=5, md_steps=1)["ef_s"]
+        out[str(len(z))] = calculator_timing.time_calculator(Atoms(numbers=z, positions=pos), calc, repeats=5,
+                                                             md_steps=1)["ef_s"]
     return out
 
 
@@ -181,7 +182,7 @@ def write_report(rows_dir: Path, results: Path, budget: float) -> Path:
     fig.tight_layout()
     split = rows[0] if rows else {}
     body = [
-        f"Command: `python experiments/geopatra_ablation.py --budget {budget:g}`. Step 0 is the recipe shipped "
+        f"Command: `python -m experiments.geopatra_ablation --budget {budget:g}`. Step 0 is the recipe shipped "
         "before issue 15 (`experiments/geopatra_ablation/shipped_recipe.yaml`) on the architecture of "
         "`configs/geopatra.yaml` with every layer option off; step 1 today's recipe; steps 2-6 one layer "
         "option each on top of step 1; step 7 the options that helped, combined; step 8 today's recipe with the "
@@ -202,9 +203,9 @@ def write_report(rows_dir: Path, results: Path, budget: float) -> Path:
         "Load average (1 min) before each pair: "
         + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in rows})) + ".",
         "",
-        *bc.table(header, table_rows),
+        *reporting.table(header, table_rows),
     ]
-    return bc.write_report("geopatra_ablation", None, results, "cpu",
+    return reporting.write_report("geopatra_ablation", None, results, "cpu",
                            "GeoPaTra ablation: training recipe and attention-layer options", body, rows, fig)
 
 

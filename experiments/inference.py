@@ -1,7 +1,7 @@
 """Inference: energy + forces time per structure and MD steps/s vs atom count, four force fields.
 
-    nice python experiments/inference.py --fast                 # CPU, minutes
-    python experiments/inference.py --full --device cuda        # CPU rows and GPU rows
+    nice python -m experiments.inference --fast                 # CPU, minutes
+    python -m experiments.inference --full --device cuda        # CPU rows and GPU rows
 
 Structures (``transformer_scaling.load_structure``): MD22 geometries of Ac-Ala3-NHMe (42 atoms), DHA
 (56), AT-AT (60), buckyball catcher (148), an RDKit maltotetraose (87, stachyose-sized; skipped where
@@ -35,11 +35,12 @@ import sys
 import time
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
 
-GEOPATRA_COMPILED = f"{bc.GEOPATRA_NN} (compiled)"
-MODELS = (*bc.MODELS, GEOPATRA_COMPILED)
+from experiments import bench_data, calculator_timing, environments, layout, reporting
+
+GEOPATRA_COMPILED = f"{layout.GEOPATRA_NN} (compiled)"
+MODELS = (*layout.MODELS, GEOPATRA_COMPILED)
 PLANS = {
     "fast": {"sgdml_m": 200, "repeats": 3, "md_steps": 5},
     "full": {"sgdml_m": 1000, "repeats": 5, "md_steps": 20},
@@ -92,7 +93,7 @@ def geopatra_transformer():
 
     from geopatra.models.transformer import GeoPaTra
 
-    cfg = yaml.safe_load((bc.ROOT / "configs" / "geopatra.yaml").read_text())
+    cfg = yaml.safe_load((layout.ROOT / "configs" / "geopatra.yaml").read_text())
     return GeoPaTra(**cfg["model"]["init_args"]["potential"]["init_args"])
 
 
@@ -108,14 +109,14 @@ def worker(args: argparse.Namespace) -> None:
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
     rows = []
     for atoms in ase.io.read(args.structures, ":"):
-        model = synthetic_sgdml(atoms, args.m) if args.worker == bc.GEOPATRA_SGDML else geopatra_transformer()
+        model = synthetic_sgdml(atoms, args.m) if args.worker == layout.GEOPATRA_SGDML else geopatra_transformer()
         ckpt = bare_checkpoint(model, args.out.with_name(f"{args.out.stem}_{len(atoms)}.ckpt"))
         calc = GeoPatraCalculator(ckpt, device=args.device, compile=args.compile)
         start = time.perf_counter()
         atoms.calc = calc
         atoms.get_forces()  # the first call compiles (with --compile)
         first_call_s = time.perf_counter() - start
-        rows.append({**bc.time_calculator(atoms, calc, args.repeats, args.md_steps, sync=sync),
+        rows.append({**calculator_timing.time_calculator(atoms, calc, args.repeats, args.md_steps, sync=sync),
                      "structure": atoms.info.get("name", ""), "first_call_s": first_call_s,
                      "compiled": all(e.compiled for e in calc.evaluators)})
         ckpt.unlink()
@@ -131,7 +132,8 @@ def write_structures(path: Path, only: list[str] | None = None) -> list[str]:
     returns notes on structures that could not be made here."""
     import ase.io
     from ase import Atoms
-    from transformer_scaling import STRUCTURES, load_structure
+
+    from experiments.transformer_scaling import STRUCTURES, load_structure
 
     frames, notes = [], []
     for name in only or STRUCTURES:
@@ -152,12 +154,13 @@ def mace_model(args: argparse.Namespace) -> Path:
     run_dir = args.work_dir / "inference" / "mace_model"
     if (run_dir / "side.json").exists():
         return Path(json.loads((run_dir / "side.json").read_text())["model_file"])
-    data = bc.DATASETS["ala3"]
-    split = bc.nested_splits(data, [16], 8, 8, args.work_dir)[16]
-    frames = bc.frames_file(data, split, run_dir / "frames.npz")
-    bc.run_checked([str(bc.mace_python()), str(bc.MACE_SIDE), "train", "--frames", str(frames), "--run-dir",
+    data = bench_data.DATASETS["ala3"]
+    split = bench_data.nested_splits(data, [16], 8, 8, args.work_dir)[16]
+    frames = bench_data.frames_file(data, split, run_dir / "frames.npz")
+    environments.run_checked([str(environments.mace_python()), "-m", layout.MACE_SIDE, "train", "--frames",
+                              str(frames), "--run-dir",
                     str(run_dir), "--size", "full", "--epochs", "2", "--batch-size", "8", "--device", "cpu"],
-                   bc.thread_env(args.threads), run_dir / "side.log")
+                   environments.thread_env(args.threads), run_dir / "side.log")
     return Path(json.loads((run_dir / "side.json").read_text())["model_file"])
 
 
@@ -169,29 +172,33 @@ def measure(args: argparse.Namespace, structures: Path, notes: list[str]) -> lis
     timing = ["--repeats", str(plan["repeats"]), "--md-steps", str(plan["md_steps"])]
     rows = []
     for device, threads in itertools.product(devices, args.thread_counts or [args.threads]):
-        env = bc.thread_env(threads)
+        env = environments.thread_env(threads)
         tag = f"{device.replace(':', '')}_t{threads}"
         jobs = {
-            bc.GEOPATRA_SGDML: [sys.executable, __file__, "--worker", bc.GEOPATRA_SGDML, "--m", str(plan["sgdml_m"])],
-            bc.REFERENCE_SGDML: [sys.executable, str(bc.REFERENCE_DIR / "run_reference.py"), "time",
+            layout.GEOPATRA_SGDML: [sys.executable, "-m", "experiments.inference", "--worker", layout.GEOPATRA_SGDML,
+                                    "--m", str(plan["sgdml_m"])],
+            layout.REFERENCE_SGDML: [sys.executable, "-m", "experiments.sgdml_reference.run_reference", "time",
                                  "--m", str(plan["sgdml_m"]), "--processes", str(threads),
                                  *(["--use-torch"] if device != "cpu" else [])],
-            bc.GEOPATRA_NN: [sys.executable, __file__, "--worker", bc.GEOPATRA_NN],
-            GEOPATRA_COMPILED: [sys.executable, __file__, "--worker", bc.GEOPATRA_NN, "--compile"],
+            layout.GEOPATRA_NN: [sys.executable, "-m", "experiments.inference", "--worker", layout.GEOPATRA_NN],
+            GEOPATRA_COMPILED: [sys.executable, "-m", "experiments.inference", "--worker", layout.GEOPATRA_NN,
+                                "--compile"],
         }
-        model_file = bc.foreign(f"{bc.MACE} model", notes, mace_model, args)
+        model_file = environments.foreign(f"{layout.MACE} model", notes, mace_model, args)
         if model_file is not None:
-            jobs[bc.MACE] = [str(bc.mace_python()), str(bc.MACE_SIDE), "time", "--model", str(model_file)]
+            jobs[layout.MACE] = [str(environments.mace_python()), "-m", layout.MACE_SIDE, "time", "--model",
+                                 str(model_file)]
         for model, cmd in jobs.items():
             out = out_dir / f"{model.replace(' ', '_').replace('(', '').replace(')', '')}_{tag}.json"
-            extra = [] if model == bc.REFERENCE_SGDML else ["--device", device, "--threads", str(threads)]
+            extra = [] if model == layout.REFERENCE_SGDML else ["--device", device, "--threads", str(threads)]
             cmd = [*cmd, "--structures", str(structures), "--out", str(out), *timing, *extra]
-            if bc.foreign(f"{model} on {device}", notes, bc.run_checked, cmd, env, out.with_suffix(".log")) is None:
+            if environments.foreign(f"{model} on {device}", notes, environments.run_checked, cmd, env,
+                                    out.with_suffix(".log")) is None:
                 continue
             for r in json.loads(out.read_text()):
-                row = {**r, "model": model, "device": bc.device_text(device, threads), "device_kind": device,
+                row = {**r, "model": model, "device": reporting.device_text(device, threads), "device_kind": device,
                        "threads": threads}
-                if model in (bc.GEOPATRA_SGDML, bc.REFERENCE_SGDML):
+                if model in (layout.GEOPATRA_SGDML, layout.REFERENCE_SGDML):
                     row["M"] = plan["sgdml_m"]
                 rows.append(row)
                 print(f"{device:>5} t{threads} {model:<20} {row['structure']:>18} {row['n_atoms']:4d} atoms  E+F "
@@ -208,7 +215,8 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
     plan = PLANS[args.mode]
     body = [f"sGDML models: M = {plan['sgdml_m']} training geometries, identity permutation (cost grows "
             "linearly with M and with the permutation count). E+F = one energy + forces call through the "
-            f"model's ASE calculator, median of {plan['repeats']} after {bc.WARMUP_CALLS} untimed calls; "
+            f"model's ASE calculator, median of {plan['repeats']} after {calculator_timing.WARMUP_CALLS} "
+            "untimed calls; "
             f"MD = {plan['md_steps']} velocity-Verlet steps (0.5 fs) through ASE, after 2 warm-up steps. "
             "Neural models: GeoPaTra with the architecture of configs/geopatra.yaml (64 scalar + 16 tensor "
             "features, l <= 2, 3 layers, its radial basis and layer options, float32), MACE with 128 "
@@ -225,17 +233,17 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
         table = []
         for n, name in structures:
             by = {r["model"]: r for r in sel if r["n_atoms"] == n}
-            table.append([name, n] + [bc.fmt(1e3 * by[m]["ef_s"]) if m in by else "—" for m in MODELS]
-                         + [bc.fmt(by[m]["md_steps_per_s"]) if m in by else "—" for m in MODELS])
-        body += bc.table(header, table)
+            table.append([name, n] + [reporting.fmt(1e3 * by[m]["ef_s"]) if m in by else "—" for m in MODELS]
+                         + [reporting.fmt(by[m]["md_steps_per_s"]) if m in by else "—" for m in MODELS])
+        body += reporting.table(header, table)
         body += ["", "Ratios of E+F time in this invocation (> 1: the first-named is slower):", ""]
         ratio_rows = []
-        pairs = ((bc.REFERENCE_SGDML, bc.GEOPATRA_SGDML), (bc.MACE, bc.GEOPATRA_NN),
-                 (bc.GEOPATRA_NN, bc.GEOPATRA_SGDML), (bc.GEOPATRA_NN, GEOPATRA_COMPILED))
+        pairs = ((layout.REFERENCE_SGDML, layout.GEOPATRA_SGDML), (layout.MACE, layout.GEOPATRA_NN),
+                 (layout.GEOPATRA_NN, layout.GEOPATRA_SGDML), (layout.GEOPATRA_NN, GEOPATRA_COMPILED))
         for n, name in structures:
             by = {r["model"]: r["ef_s"] for r in sel if r["n_atoms"] == n}
             ratio_rows.append([name, n, *(f"{by[a] / by[b]:.2f}×" if a in by and b in by else "—" for a, b in pairs)])
-        body += bc.table(["structure", "atoms", "sgdml 1.0.3 / geopatra-sGDML", "MACE / GeoPaTra",
+        body += reporting.table(["structure", "atoms", "sgdml 1.0.3 / geopatra-sGDML", "MACE / GeoPaTra",
                           "GeoPaTra / geopatra-sGDML", "GeoPaTra eager / compiled"], ratio_rows)
         compiled = [r for r in sel if r["model"] == GEOPATRA_COMPILED]
         if compiled:
@@ -266,14 +274,14 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return bc.write_report("inference", args.mode, args.results_dir, args.device,
+    return reporting.write_report("inference", args.mode, args.results_dir, args.device,
                            "Inference: energy + forces and MD speed vs atom count", body, rows, fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    bc.add_common_args(parser)
-    parser.add_argument("--worker", choices=[bc.GEOPATRA_SGDML, bc.GEOPATRA_NN], help=argparse.SUPPRESS)
+    reporting.add_common_args(parser)
+    parser.add_argument("--worker", choices=[layout.GEOPATRA_SGDML, layout.GEOPATRA_NN], help=argparse.SUPPRESS)
     parser.add_argument("--structures", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--m", type=int, default=100, help=argparse.SUPPRESS)

@@ -1,8 +1,8 @@
 """Learning curves: test force and energy MAE vs training-set size, four models on identical frames.
 
-    nice python experiments/learning_curves.py --fast                   # CPU, minutes
-    python experiments/learning_curves.py --full --device cuda          # GPU; or split it up:
-    python experiments/learning_curves.py --full --device cuda --data ethanol --models GeoPaTra MACE
+    nice python -m experiments.learning_curves --fast                   # CPU, minutes
+    python -m experiments.learning_curves --full --device cuda          # GPU; or split it up:
+    python -m experiments.learning_curves --full --device cuda --data ethanol --models GeoPaTra MACE
 
 Models: geopatra-sGDML (``configs/sgdml.yaml``: σ chosen from a grid on the validation frames, its own
 permutation detection, exact solve), the reference sgdml 1.0.3 (in ``experiments/.venv-sgdml``, at
@@ -13,7 +13,7 @@ The neural models train for the same number of optimizer steps (batch 8) at ever
 tested at their best validation epoch.
 
 Frames: per dataset one seeded permutation (seed 0) gives the validation and test frames, the same
-for every size and model, and nested training sets (``bench_common.nested_splits``); the split
+for every size and model, and nested training sets (``bench_data.nested_splits``); the split
 files are written under ``<work-dir>/splits`` and named in the report with digests of their indices.
 Runs are cached in ``<work-dir>/runs/<mode>/``: a second invocation (other --data or --models)
 adds to the same report. The --full plan (3 sizes per dataset, 800 neural steps) is what fits a GPU
@@ -27,7 +27,7 @@ import argparse
 import json
 from pathlib import Path
 
-import bench_common as bc
+from experiments import bench_data, environments, layout, reporting, runners
 
 #: Per mode: training sizes, validation and test frames per dataset, and the neural budget.
 PLANS = {
@@ -35,22 +35,22 @@ PLANS = {
         "sizes": {"ala3": [50, 100], "ethanol": [50, 100, 200]},
         "n_val": {"ala3": 20, "ethanol": 20},
         "n_test": {"ala3": 200, "ethanol": 200},
-        "budget": bc.NeuralBudget(steps=150),
+        "budget": runners.NeuralBudget(steps=150),
     },
     # Sized for a GPU session of about 30 device-minutes in all (see the module docstring).
     "full": {
         "sizes": {"ala3": [50, 200, 1000], "ethanol": [50, 200, 700]},
         "n_val": {"ala3": 50, "ethanol": 50},
         "n_test": {"ala3": 500, "ethanol": 250},
-        "budget": bc.NeuralBudget(steps=800),
+        "budget": runners.NeuralBudget(steps=800),
     },
 }
 #: Largest training set per (model, dataset) in --full: dense sGDML kernels (float64) of 3·N·M
 #: unknowns (ala3, M = 1000: 126,000² = 127 GB, out of reach; M = 200: 5 GB) and the reference's
 #: single-thread run time (ala3, M = 200: 4 min on one core).
 MAX_M = {
-    ("full", bc.GEOPATRA_SGDML, "ala3"): 400,
-    ("full", bc.REFERENCE_SGDML, "ala3"): 200,
+    ("full", layout.GEOPATRA_SGDML, "ala3"): 400,
+    ("full", layout.REFERENCE_SGDML, "ala3"): 200,
 }
 
 
@@ -59,25 +59,29 @@ def run_plan(args: argparse.Namespace, notes: list[str]) -> list[dict]:
     plan = PLANS[args.mode]
     rows = []
     for key in args.data:
-        data = bc.DATASETS[key]
-        splits = bc.nested_splits(data, plan["sizes"][key], plan["n_val"][key], plan["n_test"][key], args.work_dir)
+        data = bench_data.DATASETS[key]
+        splits = bench_data.nested_splits(data, plan["sizes"][key], plan["n_val"][key], plan["n_test"][key],
+                                          args.work_dir)
         for m, split in splits.items():
             allowed = {model for model in args.models if m <= MAX_M.get((args.mode, model, key), m)}
             common = {"mode": args.mode, "work": args.work_dir}
             sgdml_row = None
-            if bc.GEOPATRA_SGDML in allowed or bc.REFERENCE_SGDML in allowed:
-                sgdml_row = bc.run_geopatra("sgdml", data, split, device=args.device, threads=args.threads, **common)
-                if bc.GEOPATRA_SGDML in allowed:
+            if layout.GEOPATRA_SGDML in allowed or layout.REFERENCE_SGDML in allowed:
+                sgdml_row = runners.run_geopatra("sgdml", data, split, device=args.device, threads=args.threads,
+                                                 **common)
+                if layout.GEOPATRA_SGDML in allowed:
                     rows.append(report(sgdml_row))
-            if bc.REFERENCE_SGDML in allowed:
-                row = bc.foreign(f"{bc.REFERENCE_SGDML}, {key}, M = {m}", notes, bc.run_reference, data, split,
+            if layout.REFERENCE_SGDML in allowed:
+                row = environments.foreign(f"{layout.REFERENCE_SGDML}, {key}, M = {m}", notes, runners.run_reference,
+                                           data, split,
                                  sigma=sgdml_row["sigma"], lam=sgdml_row["lam"], **common)
                 rows += [report(row)] if row else []
-            if bc.GEOPATRA_NN in allowed:
-                rows.append(report(bc.run_geopatra("geopatra", data, split, device=args.device,
+            if layout.GEOPATRA_NN in allowed:
+                rows.append(report(runners.run_geopatra("geopatra", data, split, device=args.device,
                                                    threads=args.threads, budget=plan["budget"], **common)))
-            if bc.MACE in allowed:
-                row = bc.foreign(f"{bc.MACE}, {key}, M = {m}", notes, bc.run_mace, data, split, device=args.device,
+            if layout.MACE in allowed:
+                row = environments.foreign(f"{layout.MACE}, {key}, M = {m}", notes, runners.run_mace, data, split,
+                                           device=args.device,
                                  threads=args.threads, budget=plan["budget"], **common)
                 rows += [report(row)] if row else []
     return rows
@@ -97,18 +101,18 @@ def all_rows(work: Path, mode: str) -> list[dict]:
     for r in rows:
         if r["data"] not in plan["sizes"] or r["n_test"] != plan["n_test"][r["data"]]:
             continue
-        if r["model"] == bc.REFERENCE_SGDML and r.get("perms_from") != "reference find_perms":
+        if r["model"] == layout.REFERENCE_SGDML and r.get("perms_from") != "reference find_perms":
             continue  # reference runs of training_cost.py (given permutations, fixed σ)
         keep.append(r)
-    return sorted(keep, key=lambda r: (r["data"], bc.MODELS.index(r["model"]), r["M"]))
+    return sorted(keep, key=lambda r: (r["data"], layout.MODELS.index(r["model"]), r["M"]))
 
 
 def note(row: dict) -> str:
-    if row["model"] == bc.GEOPATRA_SGDML:
+    if row["model"] == layout.GEOPATRA_SGDML:
         return f"σ = {row['sigma']:g} (validation), {row['n_perms']} perms"
-    if row["model"] == bc.REFERENCE_SGDML:
+    if row["model"] == layout.REFERENCE_SGDML:
         return f"σ = {row['sigma']:g} (geopatra's), {row['n_perms']} perms (own find_perms)"
-    if row["model"] == bc.MACE:
+    if row["model"] == layout.MACE:
         chosen = "Stage Two" if "stagetwo" in Path(row["model_file"]).name else "stage one"
         return (f"{row['steps']} steps × {row['batch_size']}, {row['n_params']:,} params, {row['mace_args']}; "
                 f"{chosen} model")
@@ -121,13 +125,13 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in bc.DATASETS if any(r["data"] == k for r in rows)]
+    keys = [k for k in bench_data.DATASETS if any(r["data"] == k for r in rows)]
     body = [
         "Test force MAE [kcal/mol/Å] and energy MAE [kcal/mol] against the number of training frames M. "
         "Every model sees the same training, validation and test frames at each M (split files below); "
         "the neural models train for a fixed number of optimizer steps (so larger M means fewer epochs) "
         "and are tested at their best validation epoch. sGDML models are exact kernel solves. "
-        f"Runs finished {bc.run_span(rows)}.",
+        f"Runs finished {reporting.run_span(rows)}.",
         "",
     ]
     if args.mode == "fast":
@@ -140,7 +144,7 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
             "the `--full` mode (GPU) trains longer.", ""]
     for key in keys:
         sel = [r for r in rows if r["data"] == key]
-        body += [f"## {bc.DATASETS[key].label}", ""]
+        body += [f"## {bench_data.DATASETS[key].label}", ""]
         first = sel[0]
         body.append(f"Validation {first['n_val']} frames, test {first['n_test']} frames "
                     f"(test indices sha256 {first['test_sha']}…), seed {first['seed']}; split files:")
@@ -148,10 +152,10 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
             r = next(r for r in sel if r["M"] == m)
             body.append(f"- M = {m}: `{r['split_file']}` (train indices sha256 {r['train_sha']}…)")
         body += [""]
-        body += bc.table(
+        body += reporting.table(
             ["M", "model", "test F MAE [kcal/mol/Å]", "test E MAE [kcal/mol]", "device", "settings"],
-            [[r["M"], r["model"], bc.fmt(r["test_F_mae"]), bc.fmt(r["test_E_mae"]), r["device"], note(r)]
-             for r in sorted(sel, key=lambda r: (r["M"], bc.MODELS.index(r["model"])))],
+            [[r["M"], r["model"], reporting.fmt(r["test_F_mae"]), reporting.fmt(r["test_E_mae"]), r["device"], note(r)]
+             for r in sorted(sel, key=lambda r: (r["M"], layout.MODELS.index(r["model"])))],
         )
         body.append("")
     body += [
@@ -172,23 +176,23 @@ def write(rows: list[dict], notes: list[str], args: argparse.Namespace) -> Path:
         for j, (col, label) in enumerate((("test_F_mae", "force MAE [kcal/mol/Å]"),
                                           ("test_E_mae", "energy MAE [kcal/mol]"))):
             ax = axes[i, j]
-            for model in bc.MODELS:
+            for model in layout.MODELS:
                 sel = sorted((r for r in rows if r["data"] == key and r["model"] == model), key=lambda r: r["M"])
                 if sel:
                     ax.loglog([r["M"] for r in sel], [r[col] for r in sel], "o-", label=model)
-            ax.set(xlabel="training frames M", ylabel=label, title=bc.DATASETS[key].label.split(",")[0])
+            ax.set(xlabel="training frames M", ylabel=label, title=bench_data.DATASETS[key].label.split(",")[0])
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
-    return bc.write_report("learning_curves", args.mode, args.results_dir, args.device,
+    return reporting.write_report("learning_curves", args.mode, args.results_dir, args.device,
                            "Learning curves: four force fields on identical frames", body, rows, fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    bc.add_common_args(parser)
-    parser.add_argument("--data", nargs="+", choices=sorted(bc.DATASETS), default=list(bc.DATASETS))
-    parser.add_argument("--models", nargs="+", choices=bc.MODELS, default=list(bc.MODELS))
+    reporting.add_common_args(parser)
+    parser.add_argument("--data", nargs="+", choices=sorted(bench_data.DATASETS), default=list(bench_data.DATASETS))
+    parser.add_argument("--models", nargs="+", choices=layout.MODELS, default=list(layout.MODELS))
     args = parser.parse_args()
     import torch
 

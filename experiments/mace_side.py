@@ -1,8 +1,8 @@
 """The MACE side of the benchmarks; runs inside ``experiments/.venv-mace`` (mace-torch pins e3nn 0.4.4).
 
-    <venv-mace>/bin/python experiments/mace_side.py train --frames F.npz --run-dir D --size fast \
+    <venv-mace>/bin/python -m experiments.mace_side train --frames F.npz --run-dir D --size fast \
         --device cpu --epochs 30 --batch-size 8
-    <venv-mace>/bin/python experiments/mace_side.py time --structures S.extxyz --model D/mace.model \
+    <venv-mace>/bin/python -m experiments.mace_side time --structures S.extxyz --model D/mace.model \
         --device cpu --repeats 5 --md-steps 20 --out T.json
 
 ``train``: writes the frames' train/val sets as extxyz in eV and eV/Å (``REF_energy``,
@@ -14,9 +14,10 @@ reads the validation curve (elapsed time, force MAE) from its log, and tests (``
 whichever of its two models, stage one or Stage Two, has the lower validation force MAE; errors in
 kcal/mol and kcal/mol/Å. ``evaluate``: that selection and test again for a finished run.
 Writes ``<run-dir>/side.json``. ``time``: energy + forces time and MD steps/s through the
-``MACECalculator`` on each structure (``bench_common.time_calculator``).
+``MACECalculator`` on each structure (``calculator_timing.time_calculator``).
 
-Called by ``bench_common.run_mace`` and ``inference.py``; not meant to be run by hand.
+Called (``python -m experiments.mace_side`` in the MACE venv) by ``runners.run_mace``, ``timed_runs``
+and ``inference``; not meant to be run by hand.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ from pathlib import Path
 import numpy as np
 from ase import units as ase_units
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import time_calculator
+from experiments.calculator_timing import time_calculator
 
 #: Model sizes: fast = a small MACE for CPU minutes, full = MACE with 128 channels (GPU).
 SIZES = {

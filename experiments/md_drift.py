@@ -1,7 +1,7 @@
 """Energy drift of NVE dynamics driven by the demo checkpoints (issue: ASE calculator and MD).
 
-    python experiments/md_drift.py [--ps 10] [--timestep 0.5] [--runs runs/demo]
-    python experiments/md_drift.py --model geopatra=PATH.ckpt --model sgdml=PATH.ckpt --name md_drift_large
+    python -m experiments.md_drift [--ps 10] [--timestep 0.5] [--runs runs/demo]
+    python -m experiments.md_drift --model geopatra=PATH.ckpt --model sgdml=PATH.ckpt --name md_drift_large
 
 Runs NVE (velocity Verlet, 300 K initial Maxwell–Boltzmann velocities, seed 0) from the first test
 frame of each demo model's split, and writes experiments/results/md_drift.md and md_drift.png.
@@ -11,19 +11,16 @@ Needs `make demo` (or the two demo fits) first. Goal: |drift| < 0.1 meV/atom/ps.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
+
+from geopatra import GeoPatraCalculator
+from geopatra.md import run_md
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-
-from ase import Atoms  # noqa: E402
-
-from geopatra import GeoPatraCalculator  # noqa: E402
-from geopatra.md import run_md  # noqa: E402
 
 
 def parse_models(specs: list[str] | None, runs: Path) -> list[tuple[str, Path]]:
@@ -60,7 +57,8 @@ def main() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from provenance import provenance_lines
+
+    from experiments.provenance import provenance_lines
 
     steps = int(round(args.ps * 1000 / args.timestep))
     rows, series_by_name = [], {}

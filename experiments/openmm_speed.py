@@ -2,7 +2,7 @@
 (Ac-Ala3-NHMe, 42 atoms) in vacuum and in a TIP3P water box (ML/MM, mechanical embedding, the
 peptide's MM parameters a placeholder: see ``geopatra.openmm_potential.demo_water_box``).
 
-    python experiments/openmm_speed.py --checkpoint runs/demo/sgdml/checkpoints/last.ckpt \\
+    python -m experiments.openmm_speed --checkpoint runs/demo/sgdml/checkpoints/last.ckpt \\
         runs/demo/geopatra/checkpoints/last.ckpt            # the checkpoints of `make demo`
 
 Each run: a short warm-up, then ``--steps`` timed steps; OpenMM on its CPU platform with
@@ -17,7 +17,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-import bench_common as bc
+from experiments import layout, reporting
 
 
 def openmm_rate(system, positions, timestep_fs: float, steps: int, threads: int, langevin: bool) -> float:
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--box-nm", type=float, default=2.6)
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
 
     import matplotlib
@@ -108,7 +108,8 @@ def main() -> None:
     ax.barh(labels, [r["ns_per_day"] for r in rows])
     ax.set(xlabel="ns/day", xscale="log")
     fig.tight_layout()
-    print(bc.write_report("openmm_md", None, args.results_dir, "cpu", "MD speed in OpenMM and ASE", body, rows, fig))
+    print(reporting.write_report("openmm_md", None, args.results_dir, "cpu", "MD speed in OpenMM and ASE", body, rows,
+                                 fig))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Why GeoPaTra overfits small training sets: variants of ``configs/geopatra.yaml`` against its
 generalisation gap, on the race's frames and budget machinery.
 
-    python experiments/overfit_probe.py --data ethanol --train 50 --budget 600 --variants 0 1 2 3
+    python -m experiments.overfit_probe --data ethanol --train 50 --budget 600 --variants 0 1 2 3
 
 Two variants at a time, each pinned to its own core with one thread (``timed_runs``); tested at the
 best validation checkpoint. Reports test and training force MAE and their ratio (the gap). A budget
@@ -15,10 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-import bench_common as bc
-import timed_runs as tr
+from experiments import bench_data, layout, reporting
+from experiments import timed_runs as tr
 
-CONFIG = bc.ROOT / "configs" / "geopatra.yaml"
+CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 P = "--model.init_args.potential.init_args."
 #: (name, overrides) of each variant of ``configs/geopatra.yaml``; 0 was the shipped config until the race's
 #: round 2 (64 Gaussians), 8 is the one shipped since.
@@ -47,16 +47,16 @@ def row_path(rows_dir: Path, data: str, m: int, budget: float, variant: int, see
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", choices=sorted(bc.DATASETS), default="ethanol")
+    parser.add_argument("--data", choices=sorted(bench_data.DATASETS), default="ethanol")
     parser.add_argument("--train", type=int, default=50, help="training frames M")
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per run")
     parser.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work-dir", type=Path, default=bc.EXPERIMENTS / "work" / "race")
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "race")
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
-    data = bc.DATASETS[args.data]
-    split = bc.nested_splits(data, [args.train], 50, 500, args.work_dir)[args.train]  # the race's split files
+    data = bench_data.DATASETS[args.data]
+    split = bench_data.nested_splits(data, [args.train], 50, 500, args.work_dir)[args.train]  # the race's split files
     rows_dir = args.results_dir / "overfit_probe"
     todo = [v for v in args.variants
             if not row_path(rows_dir, args.data, args.train, args.budget, v, args.seed).exists()]
@@ -104,8 +104,8 @@ def write_report(rows_dir: Path, results: Path) -> Path:
     fig.tight_layout()
     body = ["Each variant changes `configs/geopatra.yaml` as named; the race's split files (50 validation, 500 test "
             "frames); two runs at a time, each on its own core, one thread. Split files and hashes in the JSON rows.",
-            "", *bc.table(header, table)]
-    return bc.write_report("overfit_probe", None, results, "cpu", "GeoPaTra overfitting probe", body, rows, fig)
+            "", *reporting.table(header, table)]
+    return reporting.write_report("overfit_probe", None, results, "cpu", "GeoPaTra overfitting probe", body, rows, fig)
 
 
 if __name__ == "__main__":

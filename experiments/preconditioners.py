@@ -8,8 +8,8 @@ and, if present, the bundled 42-atom Ac-Ala3-NHMe GFN2-xTB set. The k grid is 1/
 and 1/2 of the training geometries. Writes
 ``experiments/results/preconditioners.md``, ``.png`` and ``.json`` (rows for the summary).
 
-    python experiments/preconditioners.py --fast     # minutes on 2 cores (part of `make bench`)
-    python experiments/preconditioners.py            # ethanol M=200, Ac-Ala3-NHMe M=100 (longer)
+    python -m experiments.preconditioners --fast     # minutes on 2 cores (part of `make bench`)
+    python -m experiments.preconditioners            # ethanol M=200, Ac-Ala3-NHMe M=100 (longer)
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import index_digest
-from provenance import device_description, provenance_lines
 
+from experiments.bench_data import index_digest
+from experiments.provenance import device_description, provenance_lines
 from geopatra.solvers.operator import KernelOperator
 from geopatra.solvers.pcg import solve_iterative
 
@@ -77,7 +77,7 @@ class Molecule:
 MOLECULES = (
     Molecule("ethanol (MD17 DFT)", ROOT / "tests/data/md17_ethanol_2000.npz", 20.0, 1e-10,
              "sGDML's default λ, σ in the range its cross-validation picks for ethanol"),
-    Molecule("Ac-Ala3-NHMe (GFN2-xTB, bundled)", ROOT / "geopatra/datasets/ac_ala3_nhme_gfn2xtb.npz", 40.0, 1e-8,
+    Molecule("Ac-Ala3-NHMe (GFN2-xTB, bundled)", ROOT / "geopatra/data/bundled/ac_ala3_nhme_gfn2xtb.npz", 40.0, 1e-8,
              "configs/sgdml.yaml: the σ its search chose at M = 1,000 and the λ of its iterative solve; "
              "at σ = 20, λ = 1e-10 no preconditioner up to k = n/2 converged in 600 iterations"),
 )
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.stdout.write(text + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot(rows, problems, args.out.with_suffix(".png"), max_iter)
-    command = "python experiments/preconditioners.py " + " ".join(argv)
+    command = "python -m experiments.preconditioners " + " ".join(argv)
     header = [
         "# Nyström-preconditioned CG on the sGDML kernel: iterations versus k and selection", "",
         *provenance_lines("cpu", command.strip()),

@@ -1,6 +1,6 @@
 """The header every experiment report starts with: command, machine or device, versions, date.
 
-    from provenance import provenance_lines   # experiments/ is on sys.path when a script runs
+    from experiments.provenance import provenance_lines
     lines = provenance_lines(device)           # markdown lines, one fact each
 
 Every number in ``experiments/results/`` must be readable next to the conditions it was measured
@@ -47,7 +47,9 @@ def versions(packages: tuple[str, ...] = PACKAGES) -> str:
 def provenance_lines(device: str | torch.device = "cpu", command: str | None = None) -> list[str]:
     """Markdown lines (two trailing spaces = line break) stating command, device, versions, date."""
     if command is None:
-        command = "python " + shlex.join(sys.argv)
+        spec = getattr(sys.modules["__main__"], "__spec__", None)  # set under python -m
+        script = ["-m", spec.name] if spec is not None else sys.argv[:1]
+        command = "python " + shlex.join([*script, *sys.argv[1:]])
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return [

@@ -1,11 +1,11 @@
 """The sGDML matrix-free product split over processes: measured 1 -> P processes, estimated at MD22 scale.
 
     # CPU, here: 1 and 2 processes (gloo), bundled Ac-Ala3-NHMe
-    python experiments/sgdml_distributed.py --processes 1 2 --frames 200 1000 --perms 27
+    python -m experiments.sgdml_distributed --processes 1 2 --frames 200 1000 --perms 27
     # a GPU machine (never run here), one process per GPU (NCCL):
-    python experiments/sgdml_distributed.py --device cuda --processes 1 2 4 8 --frames 1000 --dry-run
+    python -m experiments.sgdml_distributed --device cuda --processes 1 2 4 8 --frames 1000 --dry-run
     # the paper estimate only (flops and memory per rank)
-    python experiments/sgdml_distributed.py --estimate
+    python -m experiments.sgdml_distributed --estimate
 
 Each process builds the same kernel (:class:`SGDMLKernel`) and times ``DistributedKernel.matvec`` (its
 rows of ``K v`` plus the all-gather), median of ``--repeats`` after one untimed product, one torch
@@ -27,8 +27,9 @@ import socket
 import time
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
+
+from experiments import bench_data, layout, reporting
 
 STUDY = "sgdml_distributed"
 
@@ -48,7 +49,7 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace, out: str)
     dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
     try:
-        ds = read_dataset(bc.DATASETS["ala3"].path)
+        ds = read_dataset(bench_data.DATASETS["ala3"].path)
         group = [g for g in candidate_groups(find_permutations(ds.R[::10], ds.z)) if len(g) <= args.perms][-1]
         rows = []
         for m in args.frames:
@@ -123,7 +124,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dry-run", action="store_true", help="one checked product per configuration")
     parser.add_argument("--estimate", action="store_true", help="only the paper estimate")
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
     rows_dir = args.results_dir / STUDY
     if not args.estimate:
@@ -167,12 +168,12 @@ def write_report(rows_dir: Path, results: Path) -> Path:
     body = ["One distributed product `DistributedKernel.matvec` (each process its block of rows, then an "
             "all-gather) on the first M bundled Ac-Ala3-NHMe frames, one torch thread per process, median of "
             "the repeats. Speed-up: against one process of the same run.", "",
-            *bc.table(["device", "M", "S", "processes", "K v [s]", "speed-up"], measured), "",
+            *reporting.table(["device", "M", "S", "processes", "K v [s]", "speed-up"], measured), "",
             "Estimated per rank for one product (not measured; formulas in the module docstring), with "
             "the Nyström rank k = n/16:", "",
-            *bc.table(["system", "ranks", "unknowns n", "GEMM TFLOP", "coefficients [10⁹ entries]",
+            *reporting.table(["system", "ranks", "unknowns n", "GEMM TFLOP", "coefficients [10⁹ entries]",
                        "geometry [GiB]", "Nyström factor [GiB]"], estimated)]
-    return bc.write_report(STUDY, None, results, "cpu", "sGDML: the matrix-free product across processes", body,
+    return reporting.write_report(STUDY, None, results, "cpu", "sGDML: the matrix-free product across processes", body,
                            rows, fig)
 
 

@@ -1,7 +1,7 @@
 """Issue 4, target 1 as run on 2026-11-25 (scratch script kept for reproducibility; see
 experiments/results/sgdml_iterative.md).
 
-Usage: NT=1 python experiments/sgdml_iterative_vs_exact.py M SIGMAS LAMS TOL BUDGET
+Usage: NT=1 python -m experiments.sgdml_iterative_vs_exact M SIGMAS LAMS TOL BUDGET
 """
 
 import json
@@ -18,7 +18,7 @@ from geopatra.models.sgdml.descriptor import descriptor, pair_gradients, vjp  # 
 from geopatra.models.sgdml.kernel import SGDMLKernel  # noqa: E402
 from geopatra.solvers.pcg import solve_iterative  # noqa: E402
 
-d = np.load("geopatra/datasets/ac_ala3_nhme_gfn2xtb.npz")
+d = np.load("geopatra/data/bundled/ac_ala3_nhme_gfn2xtb.npz")
 M = int(sys.argv[1])
 sigmas = [float(s) for s in sys.argv[2].split(",")]
 lams = [float(s) for s in sys.argv[3].split(",")]

@@ -1,7 +1,7 @@
 """The cost of one matrix-free sGDML kernel product ``K v`` against the number of permutations kept.
 
-    python experiments/sgdml_product.py --label after             # M = 200 and 1000, S = 1, 3, 9, 27
-    python experiments/sgdml_product.py --report
+    python -m experiments.sgdml_product --label after             # M = 200 and 1000, S = 1, 3, 9, 27
+    python -m experiments.sgdml_product --report
 
 One PCG iteration of the iterative solver is one product, so its time with S permutations against
 the identity's is what a symmetric model costs to train. Bundled Ac-Ala3-NHMe (42 atoms), the first
@@ -20,8 +20,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
+
+from experiments import bench_data, layout, reporting
 
 STUDY = "sgdml_product"
 
@@ -33,7 +34,7 @@ def measure(m: int, perms: np.ndarray, repeats: int) -> list[float]:
     from geopatra.data import read_dataset
     from geopatra.models.sgdml import SGDMLKernel
 
-    R = torch.as_tensor(read_dataset(bc.DATASETS["ala3"].path).R[:m])
+    R = torch.as_tensor(read_dataset(bench_data.DATASETS["ala3"].path).R[:m])
     build = getattr(SGDMLKernel, "of", SGDMLKernel)  # before commit 30f633e's successor: SGDMLKernel(R, perms, σ)
     op = build(R, torch.as_tensor(perms), 20.0)
     v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--max-perms", type=int, default=27, help="largest group measured")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--report", action="store_true", help="only rewrite the report from the rows")
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
     rows_dir = args.results_dir / STUDY
     if not args.report:
@@ -64,11 +65,11 @@ def main() -> None:
         from geopatra.models.sgdml.pricing import candidate_groups
 
         torch.set_num_threads(1)
-        ds = read_dataset(bc.DATASETS["ala3"].path)
+        ds = read_dataset(bench_data.DATASETS["ala3"].path)
         group = find_permutations(ds.R[::10], ds.z)  # 200 frames spread over the trajectory: all 243
         groups = [g for g in candidate_groups(group) if len(g) <= args.max_perms]
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=bc.ROOT).stdout.strip()
+                                cwd=layout.ROOT).stdout.strip()
         for m in args.sizes:
             for perms in groups:
                 times = measure(m, perms, args.repeats)
@@ -111,8 +112,8 @@ def write_report(rows_dir: Path, results: Path) -> Path:
             "same label and M. Labels name the code measured (its commit in the table); each label's rows ran "
             "alone, pinned to one core (`taskset -c 1`), nothing else running. `before` ran from a git worktree "
             "of its commit with this script copied in (`PYTHONPATH` set to the worktree).", "",
-            *bc.table(["label", "commit", "M", "S", "K v [s]", "ratio to S = 1"], table)]
-    return bc.write_report(STUDY, None, results, "cpu", "sGDML: the cost of a symmetric kernel product", body,
+            *reporting.table(["label", "commit", "M", "S", "K v [s]", "ratio to S = 1"], table)]
+    return reporting.write_report(STUDY, None, results, "cpu", "sGDML: the cost of a symmetric kernel product", body,
                            rows, fig)
 
 

@@ -2,9 +2,9 @@
 
     # 1. more GFN2-xTB frames of the bundled molecule (independent Langevin trajectories in parallel,
     #    each started from a different bundled frame, already equilibrated at 500 K):
-    python experiments/sgdml_scale.py label --workers 14 --frames-per-worker 300
+    python -m experiments.sgdml_scale label --workers 14 --frames-per-worker 300
     # 2. the solve (GPU): bundled + every experiments/work/ac_ala3_extra/*.npz file
-    python experiments/sgdml_scale.py solve --m 6000 --device cuda
+    python -m experiments.sgdml_scale solve --m 6000 --device cuda
 
 The dense kernel at M = 6,000 would hold 756,000² float64 = 4.6 TB; the iterative solver keeps the
 descriptors, one block of kernel rows at a time and the Nyström factor (k columns). Records wall
@@ -19,20 +19,17 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from ase import Atoms
+from ase.io import write
+
+from geopatra.data import read_dataset
+from geopatra.labeling.driver import MDSettings, label_command
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "experiments")]
-
-from ase import Atoms  # noqa: E402
-from ase.io import write  # noqa: E402
-
-from geopatra.data import read_dataset  # noqa: E402
-from geopatra.label import MDSettings, label_command  # noqa: E402
 
 WORK = ROOT / "experiments/work"
 EXTRA = WORK / "ac_ala3_extra"
@@ -84,8 +81,8 @@ def load_frames() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[
 
 def solve(args: argparse.Namespace) -> None:
     import torch
-    from provenance import provenance_lines
 
+    from experiments.provenance import provenance_lines
     from geopatra.models.sgdml import SGDML
 
     R, z, E, F, sources = load_frames()

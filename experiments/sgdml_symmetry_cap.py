@@ -14,8 +14,8 @@ full-mode learning curve (``split_v50_t500_M200.npz``: same training and test fr
 and, in the same run, sgdml 1.0.3 on the same frames with the permutations its own ``find_perms``
 finds. Writes ``experiments/results/sgdml_symmetry_cap.{md,json,png}``.
 
-    python experiments/sgdml_symmetry_cap.py                 # about 15 min on 2 cores
-    python experiments/sgdml_symmetry_cap.py --caps 1 27 --no-reference
+    python -m experiments.sgdml_symmetry_cap                 # about 15 min on 2 cores
+    python -m experiments.sgdml_symmetry_cap --caps 1 27 --no-reference
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import json
 import time
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
+
+from experiments import bench_data, layout, reporting, runners
 
 STUDY = "sgdml_symmetry_cap"
 
@@ -39,9 +40,9 @@ def measure_cap(cap: int, data, split_file: Path, sigma: float, lam: float, work
     from geopatra.data import read_dataset
     from geopatra.models.sgdml import SGDML, SGDMLKernel
 
-    facts = bc.split_facts(split_file)
+    facts = bench_data.split_facts(split_file)
     run_dir = work / "runs" / STUDY / f"cap{cap}_M{facts['n_train']}_{facts['train_sha']}_sig{sigma:g}"
-    if (row := bc.cached_row(run_dir)) is not None:
+    if (row := runners.cached_row(run_dir)) is not None:
         return row
     ds = read_dataset(data.path)
     with np.load(split_file) as s:
@@ -65,15 +66,15 @@ def measure_cap(cap: int, data, split_file: Path, sigma: float, lam: float, work
     op.matvec(v)
     matvec_s = time.perf_counter() - t0
     row = {
-        "model": bc.GEOPATRA_SGDML, "cap": cap, "n_perms": int(model.n_perms), "data": data.key,
+        "model": layout.GEOPATRA_SGDML, "cap": cap, "n_perms": int(model.n_perms), "data": data.key,
         "M": facts["n_train"], **facts,
         "sigma": sigma, "lam": lam,
         "test_F_mae": float(np.abs(F.numpy() - ds.F[test]).mean()),
         "test_E_mae": float(np.abs(E.numpy() - ds.E[test]).mean()),
         "fit_s": fit_s, "predict_ms": 1e3 * float(np.median(calls)), "matvec_s": matvec_s,
-        "device": bc.device_text("cpu", torch.get_num_threads()), "run_dir": bc.repo_relative(run_dir),
+        "device": reporting.device_text("cpu", torch.get_num_threads()), "run_dir": layout.repo_relative(run_dir),
     }
-    return bc.save_row(run_dir, row)
+    return runners.save_row(run_dir, row)
 
 
 def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
@@ -84,11 +85,12 @@ def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
 
     base = next(r for r in rows if r["n_perms"] == min(x["n_perms"] for x in rows))
     body = [
-        f"Data: {bc.DATASETS['ala3'].label}; training frames `{rows[0]['split_file']}` (M = {rows[0]['n_train']}, "
+        f"Data: {bench_data.DATASETS['ala3'].label}; training frames `{rows[0]['split_file']}` "
+        f"(M = {rows[0]['n_train']}, "
         f"train indices sha256 {rows[0]['train_sha']}…), test = its {rows[0]['n_test']} test frames "
         f"(sha256 {rows[0]['test_sha']}…), the frames of the full-mode learning curve. σ = {args.sigma:g}, "
         f"λ = {args.lam:g} for every model (the values that curve chose at M = 200), float64, exact solve. "
-        f"Runs finished {bc.run_span(rows + ([ref] if ref else []))}.",
+        f"Runs finished {reporting.run_span(rows + ([ref] if ref else []))}.",
         "",
         f"geopatra-sGDML with `max_symmetries` = cap; the largest group kept here has "
         f"{max(r['n_perms'] for r in rows)} elements. Above the cap geopatra keeps the largest subgroup it finds "
@@ -99,15 +101,17 @@ def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
         "own venv (numpy<2) with OPENBLAS_NUM_THREADS=1 (its multithreaded Cholesky segfaults here), so its "
         "training time is not comparable with geopatra's 2-thread fits.",
         "",
-        *bc.table(
+        *reporting.table(
             ["model", "cap", "permutations S", "test F MAE [kcal/mol/Å]", "test E MAE [kcal/mol]", "fit [s]",
              "predict [ms]", "K v [s]", "F MAE / S=1", "fit / S=1", "predict / S=1", "K v / S=1"],
-            [[r["model"], r["cap"], r["n_perms"], bc.fmt(r["test_F_mae"]), bc.fmt(r["test_E_mae"]), bc.fmt(r["fit_s"]),
-              bc.fmt(r["predict_ms"]), bc.fmt(r["matvec_s"]), f"{r['test_F_mae'] / base['test_F_mae']:.2f}",
+            [[r["model"], r["cap"], r["n_perms"], reporting.fmt(r["test_F_mae"]), reporting.fmt(r["test_E_mae"]),
+              reporting.fmt(r["fit_s"]),
+              reporting.fmt(r["predict_ms"]), reporting.fmt(r["matvec_s"]),
+              f"{r['test_F_mae'] / base['test_F_mae']:.2f}",
               f"{r['fit_s'] / base['fit_s']:.2f}", f"{r['predict_ms'] / base['predict_ms']:.1f}",
               f"{r['matvec_s'] / base['matvec_s']:.1f}"] for r in rows]
-            + ([[f"{ref['model']} (own `find_perms`)", "—", ref["n_perms"], bc.fmt(ref["test_F_mae"]),
-                 bc.fmt(ref["test_E_mae"]), bc.fmt(ref["train_s"]) + " (train)", "—", "—",
+            + ([[f"{ref['model']} (own `find_perms`)", "—", ref["n_perms"], reporting.fmt(ref["test_F_mae"]),
+                 reporting.fmt(ref["test_E_mae"]), reporting.fmt(ref["train_s"]) + " (train)", "—", "—",
                  f"{ref['test_F_mae'] / base['test_F_mae']:.2f}", "—", "—", "—"]] if ref else []),
         ),
         "",
@@ -117,8 +121,8 @@ def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
     maes = [r["test_F_mae"] for r in rows]
     falls = all(b < a for a, b in itertools.pairwise(maes))
     trend = "falls at every step" if falls else "does not fall at every step"
-    body.append(f"- The error {trend} as the group grows: {bc.fmt(base['test_F_mae'])} kcal/mol/Å with S = "
-                f"{base['n_perms']}, best {bc.fmt(best['test_F_mae'])} with S = {best['n_perms']} "
+    body.append(f"- The error {trend} as the group grows: {reporting.fmt(base['test_F_mae'])} kcal/mol/Å with S = "
+                f"{base['n_perms']}, best {reporting.fmt(best['test_F_mae'])} with S = {best['n_perms']} "
                 f"({best['test_F_mae'] / base['test_F_mae']:.2f}×).")
     top = max(rows, key=lambda r: r["n_perms"])
     ratio = {key: top[key] / base[key] for key in ("fit_s", "predict_ms", "matvec_s")}
@@ -130,12 +134,12 @@ def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
     if ref:
         better = [r for r in rows if r["test_F_mae"] < ref["test_F_mae"]]
         body.append(f"- sgdml 1.0.3 keeps {ref['n_perms']} permutations on these frames: "
-                    f"{bc.fmt(ref['test_F_mae'])} kcal/mol/Å. "
+                    f"{reporting.fmt(ref['test_F_mae'])} kcal/mol/Å. "
                     + (f"geopatra is more accurate from S = {min(r['n_perms'] for r in better)} on."
                        if better else "geopatra is not more accurate at any cap measured."))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     S = [r["n_perms"] for r in rows]
-    ax1.plot(S, [r["test_F_mae"] for r in rows], "o-", label=bc.GEOPATRA_SGDML)
+    ax1.plot(S, [r["test_F_mae"] for r in rows], "o-", label=layout.GEOPATRA_SGDML)
     if ref:
         ax1.plot([ref["n_perms"]], [ref["test_F_mae"]], "s", color="C3", label=f"{ref['model']} (own perms)")
     ax1.set(xscale="log", xlabel="permutations kept S", ylabel="test force MAE [kcal/mol/Å]",
@@ -147,7 +151,7 @@ def write(rows: list[dict], ref: dict | None, args: argparse.Namespace) -> Path:
             title=rows[0]["device"])
     ax2.legend()
     fig.tight_layout()
-    return bc.write_report(STUDY, None, args.results_dir, "cpu",
+    return reporting.write_report(STUDY, None, args.results_dir, "cpu",
                            "sGDML: accuracy and cost against the permutation group kept", body,
                            rows + ([ref] if ref else []), fig)
 
@@ -160,14 +164,14 @@ def main() -> None:
     parser.add_argument("--lam", type=float, default=1e-8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-reference", dest="reference", action="store_false")
-    parser.add_argument("--work-dir", type=Path, default=bc.DEFAULT_WORK)
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--work-dir", type=Path, default=layout.DEFAULT_WORK)
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    data = bc.DATASETS["ala3"]
-    split = bc.nested_splits(data, [args.m], 50, 500, args.work_dir)[args.m]
+    data = bench_data.DATASETS["ala3"]
+    split = bench_data.nested_splits(data, [args.m], 50, 500, args.work_dir)[args.m]
     rows = []
     for cap in sorted(args.caps):
         rows.append(measure_cap(cap, data, split, args.sigma, args.lam, args.work_dir))
@@ -176,7 +180,7 @@ def main() -> None:
               f"predict {r['predict_ms']:.1f} ms, K v {r['matvec_s']:.2f} s", flush=True)
     ref = None
     if args.reference:
-        ref = bc.run_reference(data, split, sigma=args.sigma, lam=args.lam, work=args.work_dir, mode=STUDY)
+        ref = runners.run_reference(data, split, sigma=args.sigma, lam=args.lam, work=args.work_dir, mode=STUDY)
         print(f"{ref['model']}: S = {ref['n_perms']}, test F MAE {ref['test_F_mae']:.3f}", flush=True)
     print(f"wrote {write(rows, ref, args)}")
     print(json.dumps([{k: r[k] for k in ("cap", "n_perms", "test_F_mae")} for r in rows]))

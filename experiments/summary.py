@@ -1,6 +1,6 @@
 """Writes ``experiments/results/README.md``: one table over every comparison benchmark present.
 
-    python experiments/summary.py [--results-dir experiments/results]
+    python -m experiments.summary [--results-dir experiments/results]
 
 Reads the ``.json`` rows that ``learning_curves.py``, ``training_cost.py`` and ``inference.py`` write
 next to their markdown (``--fast`` → ``<study>.json``, ``--full`` → ``<study>_full.json``), the rows
@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-import bench_common as bc
+from experiments import bench_data, layout, reporting
 
 STUDIES = ("learning_curves", "training_cost", "inference")
 
@@ -50,13 +50,13 @@ def frames_of(rows: list[dict]) -> str:
 
 def learning_rows(mode: str, rows: list[dict]) -> list[list[str]]:
     out = []
-    for key in bc.DATASETS:
-        for model in bc.MODELS:
+    for key in bench_data.DATASETS:
+        for model in layout.MODELS:
             sel = sorted((r for r in rows if r["data"] == key and r["model"] == model), key=lambda r: r["M"])
             if not sel:
                 continue
             mae = ", ".join(f"{r['M']}: {r['test_F_mae']:.3g}" for r in sel)
-            out.append([link("learning_curves", mode), model, sel[-1]["device"], bc.DATASETS[key].label,
+            out.append([link("learning_curves", mode), model, sel[-1]["device"], bench_data.DATASETS[key].label,
                         frames_of(sel), f"test F MAE [kcal/mol/Å] by M: {mae}"])
     return out
 
@@ -67,17 +67,18 @@ def cost_rows(mode: str, rows: list[dict]) -> list[list[str]]:
     for model in dict.fromkeys(r["model"] for r in kernel):
         sel = sorted((r for r in kernel if r["model"] == model), key=lambda r: r["M"])
         cost = ", ".join(f"{r['M']}: {r['train_s']:.3g} s / {r['peak_rss_gb']:.2g} GB" for r in sel)
-        out.append([link("training_cost", mode), model, sel[-1]["device"], bc.DATASETS[sel[0]["data"]].label,
+        out.append([link("training_cost", mode), model, sel[-1]["device"], bench_data.DATASETS[sel[0]["data"]].label,
                     frames_of(sel), f"train time / peak RSS by M: {cost}"])
     neural = [r for r in rows if r["part"] == "neural"]
     for key in dict.fromkeys(r["data"] for r in neural):
         sel = sorted((r for r in neural if r["data"] == key), key=lambda r: r["M"])
         text = "; ".join(
-            f"M={r['M']}, target {r['target']:.3g}: GeoPaTra {r[bc.GEOPATRA_NN]['time_to_target_s']:.3g} s, "
-            f"MACE {r[bc.MACE]['time_to_target_s']:.3g} s (best in the budget: GeoPaTra "
-            f"{r[bc.GEOPATRA_NN]['best_val']:.3g}, MACE {r[bc.MACE]['best_val']:.3g})" for r in sel)
-        out.append([link("training_cost", mode), f"{bc.GEOPATRA_NN} vs {bc.MACE}", sel[-1][bc.MACE]["device"],
-                    bc.DATASETS[key].label, frames_of(sel),
+            f"M={r['M']}, target {r['target']:.3g}: GeoPaTra {r[layout.GEOPATRA_NN]['time_to_target_s']:.3g} s, "
+            f"MACE {r[layout.MACE]['time_to_target_s']:.3g} s (best in the budget: GeoPaTra "
+            f"{r[layout.GEOPATRA_NN]['best_val']:.3g}, MACE {r[layout.MACE]['best_val']:.3g})" for r in sel)
+        out.append([link("training_cost", mode), f"{layout.GEOPATRA_NN} vs {layout.MACE}",
+                    sel[-1][layout.MACE]["device"],
+                    bench_data.DATASETS[key].label, frames_of(sel),
                     f"time to the worse model's best val F MAE [kcal/mol/Å]: {text}"])
     return out
 
@@ -110,7 +111,7 @@ def symmetry_rows(results: Path) -> list[list[str]]:
         sel = sorted((r for r in rows if r["model"] == model), key=lambda r: r["n_perms"])
         mae = ", ".join(f"S = {r['n_perms']}: {r['test_F_mae']:.3g}" for r in sel)
         out.append(["[sgdml_symmetry_cap.md](sgdml_symmetry_cap.md)", model, sel[-1]["device"],
-                    bc.DATASETS[sel[0]["data"]].label, frames_of(sel),
+                    bench_data.DATASETS[sel[0]["data"]].label, frames_of(sel),
                     f"test F MAE [kcal/mol/Å] by permutations kept: {mae}"])
     return out
 
@@ -123,15 +124,15 @@ def race_rows(results: Path) -> list[list[str]]:
         if not path.exists():
             continue
         rows = json.loads(path.read_text())["rows"]
-        rounds = sorted({int(r.get("round", 1)) for r in rows if r["model"] != bc.GEOPATRA_SGDML}, reverse=True)
-        for key, race_round, model in itertools.product(bc.DATASETS, rounds, (bc.GEOPATRA_NN, bc.MACE)):
+        rounds = sorted({int(r.get("round", 1)) for r in rows if r["model"] != layout.GEOPATRA_SGDML}, reverse=True)
+        for key, race_round, model in itertools.product(bench_data.DATASETS, rounds, (layout.GEOPATRA_NN, layout.MACE)):
             sel = [r for r in rows if r["data"] == key and r["model"] == model and int(r.get("round", 1)) == race_round]
             if sel:
                 out.append(_race_row(path, mode, key, model, sel, f"round {race_round}, "))
-        for key in bc.DATASETS:
-            sel = [r for r in rows if r["data"] == key and r["model"] == bc.GEOPATRA_SGDML]
+        for key in bench_data.DATASETS:
+            sel = [r for r in rows if r["data"] == key and r["model"] == layout.GEOPATRA_SGDML]
             if sel:
-                out.append(_race_row(path, mode, key, bc.GEOPATRA_SGDML, sel, ""))
+                out.append(_race_row(path, mode, key, layout.GEOPATRA_SGDML, sel, ""))
     return out
 
 
@@ -142,9 +143,9 @@ def _race_row(path: Path, mode: str, key: str, model: str, sel: list[dict], labe
         by_m.setdefault(r["M"], []).append(r["test_F_mae"])
     mae = ", ".join(f"{m}: {sum(v) / len(v):.3g} ({len(v)})" for m, v in sorted(by_m.items()))
     label = ("smoke test, " if mode == "fast" else "") + label
-    how = "same frames, exact solve" if model == bc.GEOPATRA_SGDML else "equal wall-clock"
-    device = "CPU x86_64, 1 thread" + ("" if model == bc.GEOPATRA_SGDML else ", own core")
-    return [f"[{path.stem}.md]({path.stem}.md)", model, device, bc.DATASETS[key].label,
+    how = "same frames, exact solve" if model == layout.GEOPATRA_SGDML else "equal wall-clock"
+    device = "CPU x86_64, 1 thread" + ("" if model == layout.GEOPATRA_SGDML else ", own core")
+    return [f"[{path.stem}.md]({path.stem}.md)", model, device, bench_data.DATASETS[key].label,
             frames_of(sel), f"{label}{how}; test F MAE [kcal/mol/Å] by M (seeds): {mae}"]
 
 
@@ -159,7 +160,7 @@ def ablation_row(results: Path) -> list[str] | None:
         steps.setdefault(r["step"], []).append(r["test_F_mae"])
     mae = ", ".join(f"{i}: {sum(v) / len(v):.3g}" for i, v in sorted(steps.items()))
     return ["[geopatra_ablation.md](geopatra_ablation.md)", "GeoPaTra (recipe and layer options)",
-            "CPU x86_64, 1 thread, own core", bc.DATASETS["ala3"].label, frames_of(rows),
+            "CPU x86_64, 1 thread, own core", bench_data.DATASETS["ala3"].label, frames_of(rows),
             f"{rows[0]['budget_s']:.0f} s per run; test F MAE [kcal/mol/Å] by step: {mae}"]
 
 
@@ -177,9 +178,9 @@ def preconditioner_row(results: Path) -> list[str] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=bc.DEFAULT_RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
-    from provenance import provenance_lines
+    from experiments.provenance import provenance_lines
 
     table = []
     for study, mode, payload in load(args.results_dir):
@@ -199,7 +200,7 @@ def main() -> None:
         "command, device, versions, date and full tables. Frames are named by split file (under "
         "`experiments/work/bench/splits/`, regenerated identically from the seed) and by the sha256 of "
         "their indices. Units: kcal/mol, kcal/mol/Å.", "",
-        *bc.table(["study", "model", "device", "data", "exact frames", "result"], table), "",
+        *reporting.table(["study", "model", "device", "data", "exact frames", "result"], table), "",
         "Other results: [sgdml_vs_reference.md](sgdml_vs_reference.md), [sgdml_iterative.md](sgdml_iterative.md), "
         "[transformer_scaling.md](transformer_scaling.md), [md_drift.md](md_drift.md), "
         "[md_drift_large.md](md_drift_large.md), [long_range.md](long_range.md).", "",

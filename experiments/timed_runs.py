@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bench_common as bc
+from experiments import bench_data, environments, layout, runners
 
 #: Validation frames are evaluated every this many optimiser steps in a timed GeoPaTra run.
 VAL_EVERY = 200
@@ -37,7 +37,7 @@ class Job:
     cmd: list[str]
     core: int
     log: Path
-    env: dict[str, str] = field(default_factory=lambda: bc.thread_env(1))
+    env: dict[str, str] = field(default_factory=lambda: environments.thread_env(1))
 
 
 def run_together(jobs: list[Job]) -> dict[str, float]:
@@ -48,7 +48,7 @@ def run_together(jobs: list[Job]) -> dict[str, float]:
     for job in jobs:
         job.log.parent.mkdir(parents=True, exist_ok=True)
         handle = job.log.open("w")
-        procs[job.name] = (subprocess.Popen(["taskset", "-c", str(job.core), *job.cmd], env=job.env, cwd=bc.ROOT,
+        procs[job.name] = (subprocess.Popen(["taskset", "-c", str(job.core), *job.cmd], env=job.env, cwd=layout.ROOT,
                                             stdout=handle, stderr=subprocess.STDOUT), handle, job)
     failed = []
     for name, (proc, handle, job) in procs.items():
@@ -71,10 +71,10 @@ def load_average() -> list[float]:
 # ------------------------------------------------------------------------------------- GeoPaTra ----
 
 
-def geopatra_job(name: str, data: bc.BenchData, split_file: Path, run_dir: Path, *, budget_s: float, seed: int,
+def geopatra_job(name: str, data: bench_data.BenchData, split_file: Path, run_dir: Path, *, budget_s: float, seed: int,
                  core: int, overrides: list[str], config: Path) -> Job:
     """A ``geopatra fit`` of at most ``budget_s`` seconds of training (validation included)."""
-    facts = bc.split_facts(split_file)
+    facts = bench_data.split_facts(split_file)
     hours, rest = divmod(int(budget_s), 3600)
     cmd = [sys.executable, "-m", "geopatra.cli", "fit", "--config", str(config), "--data.path", data.path,
            "--data.split_file", str(split_file), "--data.n_train", str(facts["n_train"]),
@@ -88,17 +88,17 @@ def geopatra_job(name: str, data: bc.BenchData, split_file: Path, run_dir: Path,
     return Job(name, cmd, core, run_dir / "fit.log")
 
 
-def geopatra_row(name: str, data: bc.BenchData, split_file: Path, run_dir: Path, *, config: Path,
+def geopatra_row(name: str, data: bench_data.BenchData, split_file: Path, run_dir: Path, *, config: Path,
                  overrides: list[str], fit_wall_s: float, budget_s: float, seed: int, core: int) -> dict:
     """Test the best checkpoint of a finished timed fit; the row with curve, steps and step time."""
-    facts = bc.split_facts(split_file)
+    facts = bench_data.split_facts(split_file)
     ckpts = sorted((run_dir / "checkpoints").glob("best-*.ckpt")) or [run_dir / "checkpoints" / "last.ckpt"]
     test = [sys.executable, "-m", "geopatra.cli", "test", "--config", str(config), "--data.path", data.path,
             "--data.split_file", str(split_file), "--data.n_train", str(facts["n_train"]),
             "--data.n_val", str(facts["n_val"]), "--data.n_test", str(facts["n_test"]),
             "--trainer.default_root_dir", str(run_dir), "--trainer.accelerator", "cpu",
             "--trainer.enable_progress_bar", "false", *overrides, "--ckpt_path", str(ckpts[-1])]
-    bc.run_checked(["taskset", "-c", str(core), *test], bc.thread_env(1), run_dir / "test.log")
+    environments.run_checked(["taskset", "-c", str(core), *test], environments.thread_env(1), run_dir / "test.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     logged = _metrics_columns(run_dir)
     steps = _global_step(run_dir / "checkpoints" / "last.ckpt")
@@ -110,8 +110,8 @@ def geopatra_row(name: str, data: bc.BenchData, split_file: Path, run_dir: Path,
         "test_E_mae_per_atom": metrics["energy_mae_per_atom_kcal_mol"],
         "train_F_mae_last": train_f[-1] if train_f else None, "steps": steps,
         "step_time_s": fit_wall_s / steps if steps else None, "fit_wall_s": fit_wall_s,
-        "curve": bc.elapsed_curve(run_dir), "checkpoint": bc.repo_relative(ckpts[-1]), "core": core,
-        "config": bc.repo_relative(config), "overrides": " ".join(overrides),
+        "curve": runners.elapsed_curve(run_dir), "checkpoint": layout.repo_relative(ckpts[-1]), "core": core,
+        "config": layout.repo_relative(config), "overrides": " ".join(overrides),
     }
 
 
@@ -138,25 +138,27 @@ def _metrics_columns(run_dir: Path) -> dict[str, list[float]]:
 # ----------------------------------------------------------------------------------------- MACE ----
 
 
-def mace_job(data: bc.BenchData, split_file: Path, run_dir: Path, *, budget_s: float | None, seed: int, core: int,
+def mace_job(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, budget_s: float | None, seed: int,
+             core: int,
              epochs: int, batch_size: int) -> Job:
     """MACE (its published recipe, see ``mace_side.py``) killed at ``budget_s`` at the latest (None: never)."""
-    side_file = bc.frames_file(data, split_file, run_dir / "frames.npz")
-    cmd = [str(bc.mace_python()), str(bc.MACE_SIDE), "train", "--frames", str(side_file), "--run-dir", str(run_dir),
+    side_file = bench_data.frames_file(data, split_file, run_dir / "frames.npz")
+    cmd = [str(environments.mace_python()), "-m", layout.MACE_SIDE, "train", "--frames", str(side_file), "--run-dir",
+           str(run_dir),
            "--size", "fast", "--epochs", str(epochs), "--batch-size", str(batch_size), "--threads", "1",
            "--seed", str(seed), "--ema", *([] if budget_s is None else ["--max-seconds", str(budget_s)])]
     return Job("MACE", cmd, core, run_dir / "side.log")
 
 
-def mace_row(data: bc.BenchData, split_file: Path, run_dir: Path, *, fit_wall_s: float, budget_s: float,
+def mace_row(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, fit_wall_s: float, budget_s: float,
              seed: int, core: int, batch_size: int) -> dict:
-    facts = bc.split_facts(split_file)
+    facts = bench_data.split_facts(split_file)
     out = json.loads((run_dir / "side.json").read_text())
-    out["model_file"] = bc.repo_relative(Path(out["model_file"]))
+    out["model_file"] = layout.repo_relative(Path(out["model_file"]))
     (run_dir / "frames.npz").unlink(missing_ok=True)
     epochs_done = len(out.get("curve", []))
     steps = epochs_done * -(-facts["n_train"] // batch_size)
-    return {"model": bc.MACE, "data": data.key, "M": facts["n_train"], **facts, **out, "split_seed": facts["seed"],
+    return {"model": layout.MACE, "data": data.key, "M": facts["n_train"], **facts, **out, "split_seed": facts["seed"],
             "seed": seed,
             "budget_s": budget_s, "fit_wall_s": fit_wall_s, "steps": steps,
             "step_time_s": out["train_s"] / steps if steps else None, "core": core, "batch_size": batch_size}

@@ -1,8 +1,8 @@
 """Training cost: sGDML wall time and peak memory vs M (exact, iterative, reference); neural models'
 time to reach a validation force MAE.
 
-    nice python experiments/training_cost.py --fast                # CPU, minutes
-    python experiments/training_cost.py --full --device cuda       # GPU
+    nice python -m experiments.training_cost --fast                # CPU, minutes
+    python -m experiments.training_cost --full --device cuda       # GPU
 
 Part 1, kernel solvers, side by side in one invocation: geopatra-sGDML with the exact (Cholesky) and
 the iterative (Nyström-preconditioned CG, tol 1e-8) solver, and the reference sgdml 1.0.3 (exact,
@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import argparse
 
-import bench_common as bc
 import numpy as np
-from learning_curves import PLANS as LC_PLANS
+
+from experiments import bench_data, environments, layout, reporting, runners
+from experiments.learning_curves import PLANS as LC_PLANS
 
 SIGMA, LAM = 40.0, 1e-8
 #: Part 1 per mode: training sizes, and the largest M for the reference and the exact solver.
@@ -39,20 +40,21 @@ PLANS = {
 
 def kernel_rows(args: argparse.Namespace, notes: list[str]) -> list[dict]:
     plan = PLANS[args.mode]
-    data = bc.DATASETS["ala3"]
-    splits = bc.nested_splits(data, plan["sizes"], plan["n_val"], plan["n_test"], args.work_dir)
+    data = bench_data.DATASETS["ala3"]
+    splits = bench_data.nested_splits(data, plan["sizes"], plan["n_val"], plan["n_test"], args.work_dir)
     identity = np.arange(42)[None]
     rows = []
     for m, split in splits.items():
         common = {"sigma": SIGMA, "lam": LAM, "work": args.work_dir, "mode": args.mode}
         if m <= plan["max_reference"]:
-            row = bc.foreign(f"{bc.REFERENCE_SGDML}, M = {m}", notes, bc.run_reference, data, split, perms=identity,
+            row = environments.foreign(f"{layout.REFERENCE_SGDML}, M = {m}", notes, runners.run_reference, data,
+                                       split, perms=identity,
                              **common)
             rows += [show(row)] if row else []
         for solver in ("exact", "iterative"):
             if solver == "exact" and m > plan["max_exact"]:
                 continue
-            rows.append(show(bc.run_sgdml_side(data, split, solver=solver, perms=identity, device=args.device,
+            rows.append(show(runners.run_sgdml_side(data, split, solver=solver, perms=identity, device=args.device,
                                                threads=args.threads, **common)))
     return rows
 
@@ -68,21 +70,23 @@ def neural_rows(args: argparse.Namespace, notes: list[str]) -> list[dict]:
     plan = LC_PLANS[args.mode]
     out = []
     for key in args.data:
-        data = bc.DATASETS[key]
-        splits = bc.nested_splits(data, plan["sizes"][key], plan["n_val"][key], plan["n_test"][key], args.work_dir)
+        data = bench_data.DATASETS[key]
+        splits = bench_data.nested_splits(data, plan["sizes"][key], plan["n_val"][key], plan["n_test"][key],
+                                          args.work_dir)
         for m, split in splits.items():
             common = {"mode": args.mode, "work": args.work_dir, "device": args.device, "threads": args.threads,
                       "budget": plan["budget"]}
-            runs = {bc.GEOPATRA_NN: bc.run_geopatra("geopatra", data, split, **common),
-                    bc.MACE: bc.foreign(f"{bc.MACE}, {key}, M = {m}", notes, bc.run_mace, data, split, **common)}
+            runs = {layout.GEOPATRA_NN: runners.run_geopatra("geopatra", data, split, **common),
+                    layout.MACE: environments.foreign(f"{layout.MACE}, {key}, M = {m}", notes, runners.run_mace, data,
+                                                      split, **common)}
             best = {name: min(f for _, f in r["curve"]) for name, r in runs.items() if r and r["curve"]}
             if len(best) < 2:
                 continue
             target = max(best.values())
-            row = {"data": key, "M": m, "target": target, "split_file": runs[bc.MACE]["split_file"],
-                   "train_sha": runs[bc.MACE]["train_sha"], "n_val": runs[bc.MACE]["n_val"]}
+            row = {"data": key, "M": m, "target": target, "split_file": runs[layout.MACE]["split_file"],
+                   "train_sha": runs[layout.MACE]["train_sha"], "n_val": runs[layout.MACE]["n_val"]}
             for name, r in runs.items():
-                row[name] = {"time_to_target_s": bc.time_to_reach(r["curve"], target), "best_val": best[name],
+                row[name] = {"time_to_target_s": runners.time_to_reach(r["curve"], target), "best_val": best[name],
                              "total_s": r["curve"][-1][0], "steps": r["steps"], "device": r["device"],
                              "reused": bool(r.get("reused")), "run_dir": r["run_dir"]}
             print(f"{key:>8} M={m:<5} target {target:.3f}: " + ", ".join(
@@ -99,29 +103,32 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
 
     plan = PLANS[args.mode]
     body = ["## 1. sGDML training: exact, iterative and the reference", "",
-            f"Data: {bc.DATASETS['ala3'].label}; σ = {SIGMA:g}, λ = {LAM:g}, identity permutation on every side; "
-            f"test = {plan['n_test']} frames; runs finished {bc.run_span(kernel)}. Training frames (nested, seed 0):"]
+            f"Data: {bench_data.DATASETS['ala3'].label}; σ = {SIGMA:g}, λ = {LAM:g}, identity permutation on "
+            f"every side; test = {plan['n_test']} frames; runs finished {reporting.run_span(kernel)}. "
+            "Training frames (nested, seed 0):"]
     for m in sorted({r["M"] for r in kernel}):
         r = next(r for r in kernel if r["M"] == m)
         body.append(f"- M = {m}: `{r['split_file']}` (train indices sha256 {r['train_sha']}…)")
     body += [""]
-    body += bc.table(
+    body += reporting.table(
         ["M", "unknowns 3NM", "model / solver", "device", "train [s]", "peak RSS [GB]", "peak GPU [GB]",
          "CG iterations", "test F MAE [kcal/mol/Å]"],
-        [[r["M"], f"{126 * r['M']:,}", r["model"], r["device"], bc.fmt(r["train_s"]), bc.fmt(r["peak_rss_gb"]),
-          bc.fmt(r.get("peak_gpu_gb")), r.get("iterations") if "iterative" in r["model"] else "—",
-          bc.fmt(r["test_F_mae"], 4)] for r in kernel],
+        [[r["M"], f"{126 * r['M']:,}", r["model"], r["device"], reporting.fmt(r["train_s"]),
+          reporting.fmt(r["peak_rss_gb"]),
+          reporting.fmt(r.get("peak_gpu_gb")), r.get("iterations") if "iterative" in r["model"] else "—",
+          reporting.fmt(r["test_F_mae"], 4)] for r in kernel],
     )
     ratios = []
     for m in sorted({r["M"] for r in kernel}):
-        ref = next((r for r in kernel if r["M"] == m and r["model"] == bc.REFERENCE_SGDML), None)
-        for r in (r for r in kernel if r["M"] == m and r["model"] != bc.REFERENCE_SGDML):
+        ref = next((r for r in kernel if r["M"] == m and r["model"] == layout.REFERENCE_SGDML), None)
+        for r in (r for r in kernel if r["M"] == m and r["model"] != layout.REFERENCE_SGDML):
             if ref is not None:
                 ratios.append([m, r["model"], f"{ref['train_s'] / r['train_s']:.2f}×",
                                f"{ref['peak_rss_gb'] / r['peak_rss_gb']:.2f}×",
                                f"{r['test_F_mae'] / ref['test_F_mae']:.4f}"])
     body += ["", "Ratios, reference / geopatra, same invocation (> 1: geopatra faster or smaller):", ""]
-    body += bc.table(["M", "geopatra solver", "training speed-up", "peak RSS ratio", "F MAE geopatra / reference"],
+    body += reporting.table(["M", "geopatra solver", "training speed-up", "peak RSS ratio",
+                             "F MAE geopatra / reference"],
                      ratios)
     body += ["", "## 2. Neural models: time to reach a validation force MAE", "",
              "Target per row: the worse of the two models' best validation force MAE (the best accuracy both "
@@ -130,16 +137,16 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
              "Same split files and step budget as `learning_curves`; 'reused' = the learning-curve run, measured "
              f"in that invocation. The 'best' columns are where each run ended: a target set by the weaker model "
              f"says how fast both get there, not how far the stronger one goes. Runs finished "
-             f"{bc.run_span([r[m] for r in neural for m in (bc.GEOPATRA_NN, bc.MACE)])}.", ""]
-    body += bc.table(
+             f"{reporting.run_span([r[m] for r in neural for m in (layout.GEOPATRA_NN, layout.MACE)])}.", ""]
+    body += reporting.table(
         ["data", "M", "target [kcal/mol/Å]", "GeoPaTra [s]", "MACE [s]", "MACE / GeoPaTra",
          "GeoPaTra best (run total)", "MACE best (run total)", "device", "reused"],
-        [[r["data"], r["M"], bc.fmt(r["target"]), bc.fmt(r[bc.GEOPATRA_NN]["time_to_target_s"]),
-          bc.fmt(r[bc.MACE]["time_to_target_s"]),
-          f"{r[bc.MACE]['time_to_target_s'] / r[bc.GEOPATRA_NN]['time_to_target_s']:.2f}×",
-          f"{r[bc.GEOPATRA_NN]['best_val']:.3g} ({r[bc.GEOPATRA_NN]['total_s']:.0f} s)",
-          f"{r[bc.MACE]['best_val']:.3g} ({r[bc.MACE]['total_s']:.0f} s)", r[bc.MACE]["device"],
-          "yes" if r[bc.MACE]["reused"] else "no"] for r in neural],
+        [[r["data"], r["M"], reporting.fmt(r["target"]), reporting.fmt(r[layout.GEOPATRA_NN]["time_to_target_s"]),
+          reporting.fmt(r[layout.MACE]["time_to_target_s"]),
+          f"{r[layout.MACE]['time_to_target_s'] / r[layout.GEOPATRA_NN]['time_to_target_s']:.2f}×",
+          f"{r[layout.GEOPATRA_NN]['best_val']:.3g} ({r[layout.GEOPATRA_NN]['total_s']:.0f} s)",
+          f"{r[layout.MACE]['best_val']:.3g} ({r[layout.MACE]['total_s']:.0f} s)", r[layout.MACE]["device"],
+          "yes" if r[layout.MACE]["reused"] else "no"] for r in neural],
     )
     machine = ("Every run is single-threaded; absolute times move with whatever else runs on the machine (the "
                "header's load average says how busy it was), so compare ratios. " if args.device == "cpu" else
@@ -155,7 +162,7 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
     axes[1].set(xlabel="training frames M", ylabel="peak RSS [GB]", title="sGDML peak memory")
     for key in dict.fromkeys(r["data"] for r in neural):
         sel = sorted((r for r in neural if r["data"] == key), key=lambda r: r["M"])
-        for name, style in ((bc.GEOPATRA_NN, "o-"), (bc.MACE, "s--")):
+        for name, style in ((layout.GEOPATRA_NN, "o-"), (layout.MACE, "s--")):
             axes[2].plot([r["M"] for r in sel], [r[name]["time_to_target_s"] for r in sel], style,
                          label=f"{name}, {key}")
     axes[2].set(xscale="log", yscale="log", xlabel="training frames M", ylabel="time to target [s]",
@@ -167,14 +174,14 @@ def write(kernel: list[dict], neural: list[dict], notes: list[str], args: argpar
         ax.legend(unique.values(), unique.keys(), fontsize=7)
     fig.tight_layout()
     rows = [{"part": "kernel", **r} for r in kernel] + [{"part": "neural", **r} for r in neural]
-    return bc.write_report("training_cost", args.mode, args.results_dir, args.device,
+    return reporting.write_report("training_cost", args.mode, args.results_dir, args.device,
                            "Training cost: sGDML solvers vs the reference, neural time to accuracy", body, rows, fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    bc.add_common_args(parser)
-    parser.add_argument("--data", nargs="+", choices=sorted(bc.DATASETS), default=list(bc.DATASETS),
+    reporting.add_common_args(parser)
+    parser.add_argument("--data", nargs="+", choices=sorted(bench_data.DATASETS), default=list(bench_data.DATASETS),
                         help="datasets of part 2")
     parser.add_argument("--parts", nargs="+", choices=["kernel", "neural"], default=["kernel", "neural"])
     args = parser.parse_args()

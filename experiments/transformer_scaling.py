@@ -8,7 +8,7 @@ over its value just before the first evaluation (model built, structure loaded).
 measurement, so peaks do not carry over between sizes.
 
 Usage:
-    nice python experiments/transformer_scaling.py [--threads 1] [--repeats 3]
+    nice python -m experiments.transformer_scaling [--threads 1] [--repeats 3]
 
 Writes experiments/results/transformer_scaling.md and .png.
 """
@@ -116,7 +116,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, out: Path) -> None:
     lines = [
         "# GeoPaTra evaluation cost vs molecule size: global attention vs 5 Å cutoff",
         "",
-        "- command: `nice python experiments/transformer_scaling.py "
+        "- command: `nice python -m experiments.transformer_scaling "
         f"--threads {args.threads} --repeats {args.repeats}`",
         f"- machine: {machine}; {platform.platform()}",
         f"- python {platform.python_version()}, torch {torch.__version__}, e3nn {e3nn.__version__}",
@@ -196,9 +196,9 @@ def main() -> None:
     rows = []
     for name in args.structures:
         for variant in VARIANTS:
-            cmd = [sys.executable, __file__, "--worker", name, variant,
+            cmd = [sys.executable, "-m", "experiments.transformer_scaling", "--worker", name, variant,
                    "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT.parent)
             row = json.loads(result.stdout.strip().splitlines()[-1])
             rows.append(row)
             sys.stdout.write(

@@ -1,12 +1,18 @@
-"""Callbacks the CLI adds to every run: EMA of the weights, and checkpoints in the run directory."""
+"""Callbacks of every run: EMA of the weights, checkpoints in the run directory, and the random state
+that a resumed fit continues from."""
 
 from __future__ import annotations
 
 import os
+import random
+from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
+
+from geopatra.checkpoint import CHECKPOINT_KEY
 
 
 def _trainable(pl_module: L.LightningModule) -> bool:
@@ -70,3 +76,27 @@ class RunCheckpoint(ModelCheckpoint):
             save_top_k=1,
             save_last=True,
         )
+
+
+class RandomState(Callback):
+    """Saves the torch, numpy and Python random states in every checkpoint and restores them when a
+    fit resumes from it, so that a resumed run draws what an uninterrupted one would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        name, keys, *rest = state_dict["numpy"]
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(state_dict["python"])
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        """Checkpoints written before this callback keep the states in geopatra's record."""
+        legacy = checkpoint.get(CHECKPOINT_KEY, {}).get("rng")
+        if legacy is not None and self.state_key not in checkpoint.get("callbacks", {}):
+            self.load_state_dict(legacy)

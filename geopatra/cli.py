@@ -19,9 +19,10 @@ import sys
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from geopatra.callbacks import RunCheckpoint
+from geopatra.callbacks import RandomState, RunCheckpoint
 from geopatra.data.datamodule import MolecularDataModule
 from geopatra.errors import GeopatraError
+from geopatra.strategy import SolvedModelDDPStrategy
 from geopatra.task import ForceFieldTask
 
 DEFAULT_RUN_DIR = "runs/default"
@@ -63,6 +64,11 @@ class GeopatraCLI(LightningCLI):
             config["logger"] = CSVLogger(save_dir=run_dir, name="logs")
         if not any(isinstance(c, RunCheckpoint) for c in callbacks):
             callbacks = [*callbacks, RunCheckpoint(run_dir)]
+        if not any(isinstance(c, RandomState) for c in callbacks):
+            callbacks = [*callbacks, RandomState()]
+        potential = getattr(self.model, "potential", None)
+        if config.get("strategy") == "ddp" and potential is not None and not potential.trainable:
+            config["strategy"] = SolvedModelDDPStrategy()  # processes share the solve, not gradients
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -117,7 +123,7 @@ def _dispatch(argv: list[str], explicit: bool) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name == "label":
-        from geopatra.label import main as label_main
+        from geopatra.labeling.driver import main as label_main
 
         return label_main(rest)
     if name == "md":

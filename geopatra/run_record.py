@@ -158,7 +158,7 @@ class RunRecord:
             )
         molecule = self.molecules[0]
         units = molecule.source_units  # the file as it was read for training
-        dataset = read_dataset(molecule.source, length_unit=units.length, energy_unit=units.energy)
+        dataset = read_dataset(_training_file(molecule.source), length_unit=units.length, energy_unit=units.energy)
         if dataset.fingerprint != molecule.fingerprint:
             raise SplitError(f"{molecule.source} changed since training (sha256 differs); give a structure")
         frames = molecule.split[subset]
@@ -207,3 +207,14 @@ class RunRecord:
             molecules=molecules,
             format_version=int(version),
         )
+
+
+def _training_file(source: str) -> str:
+    """The file a molecule was read from for training. The bundled dataset, recorded at the path of
+    the installation that trained (or at its former place, ``geopatra/datasets/``), is found in this
+    installation when that path is gone; the caller's fingerprint check still applies."""
+    from geopatra.data.bundled import BUNDLED_FILE, bundled_path
+
+    if source and not Path(source).exists() and Path(source).name == BUNDLED_FILE:
+        return str(bundled_path())
+    return source

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ from geopatra.models.forces import energy_and_forces
 from geopatra.models.potential import Potential
 from geopatra.models.transformer.readout import force_rms
 from geopatra.run_record import RunRecord
+from geopatra.strategy import SolvedModelDDPStrategy
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +134,12 @@ class ForceFieldTask(L.LightningModule):
 
     # --- fit ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if not self.potential.trainable and self.trainer.world_size > 1:
+        if (not self.potential.trainable and self.trainer.world_size > 1 and stage == "fit"
+                and not isinstance(self.trainer.strategy, SolvedModelDDPStrategy)):
             raise ConfigurationError(
-                f"{type(self.potential).__name__} is solved, not trained: it has no parameters for "
-                f"{self.trainer.world_size} processes to share; fit it with --trainer.devices 1"
+                f"{type(self.potential).__name__} is solved, not trained: its {self.trainer.world_size} "
+                "processes share the solve under --trainer.strategy ddp (the geopatra command then uses "
+                f"geopatra.strategy.SolvedModelDDPStrategy), not under {type(self.trainer.strategy).__name__}"
             )
 
     def on_fit_start(self) -> None:
@@ -394,25 +396,12 @@ class ForceFieldTask(L.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            **(self.run_record.to_dict() if self.run_record is not None else {}),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-                "python": random.getstate(),
-            },
-        }
+        """The run record (the random state is :class:`~geopatra.callbacks.RandomState`'s)."""
+        checkpoint[CHECKPOINT_KEY] = self.run_record.to_dict() if self.run_record is not None else {}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        record = dict(checkpoint.get(CHECKPOINT_KEY, {}))
-        rng = record.pop("rng", None)
+        record = {k: v for k, v in checkpoint.get(CHECKPOINT_KEY, {}).items() if k != "rng"}  # rng: before RandomState
         self.run_record = RunRecord.from_dict(record) if record else None
-        if rng is not None and self._trainer is not None and self.trainer.state.fn == "fit":
-            torch.set_rng_state(rng["torch"])
-            name, keys, *rest = rng["numpy"]
-            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-            random.setstate(rng["python"])
-
 
 def as_list(data) -> list:
     """A dataset, or a list of datasets (one per molecule), as a list."""

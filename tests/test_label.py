@@ -14,7 +14,7 @@ from ase.calculators.emt import EMT
 from geopatra.data.dataset import fingerprint_arrays
 from geopatra.data.download import sgdml_md5
 from geopatra.errors import CheckpointError
-from geopatra.label import (
+from geopatra.labeling.driver import (
     EV_TO_KCAL_MOL,
     MDSettings,
     _parser,
@@ -24,8 +24,8 @@ from geopatra.label import (
     main,
     settings_from_args,
 )
-from geopatra.labeling.npzio import CHECKPOINT_KIND
 from geopatra.labeling.report import trajectory_report
+from geopatra.labeling.resume import CHECKPOINT_KIND
 
 SETTINGS = MDSettings(
     temperature=300.0, timestep=0.5, stride=3, frames=8, equilibration_steps=5, seed=7
@@ -165,7 +165,7 @@ def test_label_command_reads_back_as_the_same_run(tmp_path):
                           friction=0.02, seed=7)
     command = label_command(settings, tmp_path / "out.npz", xyz=tmp_path / "start.xyz", name="w",
                             calculator="gfn1", options=["--no-progress"])
-    assert command[:3] == [sys.executable, "-m", "geopatra.label"]
+    assert command[:3] == [sys.executable, "-m", "geopatra.labeling"]
     args = _parser().parse_args(command[3:])
     assert settings_from_args(args) == settings
     assert (args.xyz, args.smiles, args.name, args.calculator, args.no_progress, args.output) == (
@@ -279,7 +279,7 @@ def test_smiles_geometry_is_seeded_and_bad_smiles_is_a_data_error():
 
 
 def test_bundled_dataset_is_consistent():
-    from geopatra.datasets import bundled_path
+    from geopatra.data.bundled import bundled_path
     from geopatra.errors import DataError
 
     try:
@@ -300,8 +300,8 @@ def test_bundled_dataset_is_consistent():
 def test_charged_smiles_is_labelled_with_its_charge(tmp_path):
     pytest.importorskip("rdkit")
     pytest.importorskip("tblite")
-    from geopatra.label import main
     from geopatra.labeling.calculators import reference_calculator
+    from geopatra.labeling.driver import main
     from geopatra.labeling.structures import atoms_from_smiles
 
     ammonium = atoms_from_smiles("[NH4+]")

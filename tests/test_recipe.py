@@ -101,3 +101,29 @@ def test_loss_scales_by_hand() -> None:
     per_atom_energies = np.concatenate([Train.E / 2 - 2.0, Other.E / 4 - 26.0])  # each about its own mean
     rms = np.sqrt((4 * 2 * 3 * 2.0**2 + 4 * 4 * 3 * 4.0**2) / (4 * 2 * 3 + 4 * 4 * 3))
     assert both == pytest.approx((rms, np.std(per_atom_energies)))
+
+
+def test_random_state_round_trip_and_legacy_checkpoints() -> None:
+    """RandomState restores the torch, numpy and Python generators from its own checkpoint entry, and
+    from the run record of checkpoints written before it existed (``geopatra.rng``)."""
+    import random
+
+    from geopatra.callbacks import RandomState
+    from geopatra.checkpoint import CHECKPOINT_KEY
+
+    def draw() -> tuple:
+        return float(torch.rand(1)), float(np.random.rand()), random.random()
+
+    callback = RandomState()
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    saved = callback.state_dict()
+    expected = draw()
+    assert draw() != expected  # the generators moved on
+    callback.load_state_dict(saved)
+    assert draw() == expected
+    callback.on_load_checkpoint(None, None, {CHECKPOINT_KEY: {"rng": saved}})  # legacy place
+    assert draw() == expected
+    callback.on_load_checkpoint(None, None, {CHECKPOINT_KEY: {"rng": saved}, "callbacks": {callback.state_key: {}}})
+    assert draw() != expected  # its own entry wins: the legacy one is not read

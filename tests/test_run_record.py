@@ -80,6 +80,23 @@ def test_starting_frame_and_its_errors(ethanol) -> None:
         _record([ethanol], [empty]).starting_frame("test")
 
 
+def test_starting_frame_of_the_bundled_dataset_recorded_elsewhere() -> None:
+    """A checkpoint keeps the absolute path of its training file; for the bundled dataset that path
+    belongs to the installation that trained (or to its former place, geopatra/datasets/)."""
+    from geopatra.data.bundled import BUNDLED_FILE, bundled_path
+
+    bundled = read_dataset(bundled_path())
+    split = make_split(bundled, 10, 5, 5, seed=0)
+    raw = _record([bundled], [split]).to_dict()
+    raw["dataset"]["source"] = f"/elsewhere/geopatra/datasets/{BUNDLED_FILE}"
+    z, positions = RunRecord.from_dict(raw).starting_frame("test")
+    np.testing.assert_array_equal(z, bundled.z)
+    np.testing.assert_array_equal(positions, bundled.R[split.test[0]])
+    raw["dataset"]["source"] = "/elsewhere/some_other_file.npz"  # not the bundled file: not guessed
+    with pytest.raises(DataError, match="no such file"):
+        RunRecord.from_dict(raw).starting_frame("test")
+
+
 def test_bad_records_are_typed_errors(ethanol) -> None:
     raw = _record([ethanol], [make_split(ethanol, 10, 5, 5)]).to_dict()
     with pytest.raises(CheckpointError, match="format 7"):

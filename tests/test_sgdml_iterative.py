@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from geopatra.models.sgdml import SGDML
+from geopatra.solvers.cg_state import read_checkpoint
 from geopatra.solvers.cholesky import exact_memory_bytes
-from geopatra.solvers.pcg import read_checkpoint, solve_iterative
+from geopatra.solvers.pcg import solve_iterative
 
 DATA = Path(__file__).parent / "data"
-BUNDLED = Path(__file__).parents[1] / "geopatra" / "datasets" / "ac_ala3_nhme_gfn2xtb.npz"
+BUNDLED = Path(__file__).parents[1] / "geopatra" / "data" / "bundled" / "ac_ala3_nhme_gfn2xtb.npz"
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from geopatra.models.sgdml import SGDML
 from geopatra.models.sgdml.pricing import ProductPrice, candidate_groups, within_budget
 from geopatra.models.sgdml.symmetries import close_group
 
-BUNDLED = Path(__file__).parents[1] / "geopatra" / "datasets" / "ac_ala3_nhme_gfn2xtb.npz"
+BUNDLED = Path(__file__).parents[1] / "geopatra" / "data" / "bundled" / "ac_ala3_nhme_gfn2xtb.npz"
 
 
 def _three_rotors() -> np.ndarray:
@@ -74,3 +75,25 @@ def test_exact_fit_does_not_price_and_bad_budget_raises() -> None:
     assert model.product_prices_ == [] and int(model.n_perms) > 1  # the exact solver ignores the budget
     with pytest.raises(ValueError, match="max_product_seconds"):
         SGDML(max_product_seconds=0.0)
+
+
+def test_price_extrapolates_the_fixed_and_the_quadratic_cost(monkeypatch) -> None:
+    """A product of ``a + c m²`` seconds on m geometries is priced ``a + c M²`` at M from two samples
+    (a fixed cost scaled by (M / m)² instead would overestimate a small group's price many times)."""
+    from geopatra.models.sgdml import pricing
+
+    a, c = 2e-3, 1e-6
+    timed = []
+
+    def fake(R, perms, m, sigma, device, repeats):
+        timed.append(m)
+        return a + c * m**2
+
+    monkeypatch.setattr(pricing, "_time_product", fake)
+    R = torch.zeros(1000, 3, 3, dtype=torch.float64)
+    (price,) = pricing.price_products(R, [np.arange(3)[None]], sigma=10.0, device=torch.device("cpu"))
+    assert timed == [256, 128] and price.measured_frames == 256
+    assert price.seconds == pytest.approx(a + c * 1000**2, rel=1e-9)
+    timed.clear()
+    (small,) = pricing.price_products(R[:100], [np.arange(3)[None]], sigma=10.0, device=torch.device("cpu"))
+    assert timed == [100] and small.seconds == pytest.approx(a + c * 100**2)  # all geometries: timed as is

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from geopatra.errors import SolverError
+from geopatra.solvers.cg_state import read_checkpoint
 from geopatra.solvers.nystrom import (
     SELECTIONS,
     NystromPreconditioner,
@@ -16,7 +17,7 @@ from geopatra.solvers.nystrom import (
     select_columns,
 )
 from geopatra.solvers.operator import DenseOperator, KernelOperator
-from geopatra.solvers.pcg import pcg, read_checkpoint, solve_iterative
+from geopatra.solvers.pcg import pcg, solve_iterative
 from geopatra.solvers.result import SolveResult
 
 F64 = torch.float64

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prepare import paths
-from training import run_dir
 
+from experiments.long_range.prepare import paths
+from experiments.long_range.training import run_dir
 from geopatra.checkpoint import load_potential
 from geopatra.data import read_dataset
 from geopatra.data.splits import Split

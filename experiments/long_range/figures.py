@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from modes import VARIANTS
-from molecules import TITLES
-from prepare import paths
+
+from experiments.long_range.modes import VARIANTS
+from experiments.long_range.molecules import TITLES
+from experiments.long_range.prepare import paths
 
 GLOBAL_X = 14.0  # where "global" sits on the cutoff axis of the plot [Å] (beyond the largest cutoff)
 

@@ -7,12 +7,14 @@ import subprocess
 import time
 from pathlib import Path
 
+from experiments.layout import ROOT
+
 
 def run_parallel(commands: list[tuple[list[str], Path]], workers: int) -> None:
     """Run (command, log file) pairs, at most ``workers`` at a time, one OpenMP thread each; raise
     RuntimeError naming the log of the first failure."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "MKL_NUM_THREADS": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     pending, running = list(commands), []
     while pending or running:
         while pending and len(running) < workers:

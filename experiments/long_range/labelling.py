@@ -1,6 +1,6 @@
 """Stage ``label``: several independent GFN2-xTB Langevin trajectories per molecule (different seeds:
 different RDKit conformers, velocities and thermostat noise), run in parallel through
-``python -m geopatra.label`` and merged into one npz per molecule.
+``python -m geopatra.labeling`` and merged into one npz per molecule.
 
 Each trajectory is a separate ``geopatra label`` run, so it checkpoints and resumes on its own; a
 finished trajectory file is never recomputed, and a finished merged file skips the stage.
@@ -14,12 +14,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from jobs import run_parallel
-from molecules import SMILES, check_atom_order
 
+from experiments.long_range.jobs import run_parallel
+from experiments.long_range.molecules import SMILES, check_atom_order
 from geopatra.data.download import sgdml_md5
 from geopatra.data.npz import write_npz_atomic
-from geopatra.label import MDSettings, label_command
+from geopatra.labeling.driver import MDSettings, label_command
 
 logger = logging.getLogger(__name__)
 

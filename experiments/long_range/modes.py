@@ -7,9 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from labelling import LabelSettings
-
-from geopatra.label import MDSettings
+from experiments.long_range.labelling import LabelSettings
+from geopatra.labeling.driver import MDSettings
 
 HERE = Path(__file__).resolve().parent
 

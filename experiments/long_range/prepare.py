@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from modes import Mode
-from molecules import depiction, groups
 
+from experiments.long_range.modes import Mode
+from experiments.long_range.molecules import depiction, groups
 from geopatra.data import read_dataset
 from geopatra.data.splits import Split, make_split
 from geopatra.units import EV_TO_KCAL_MOL

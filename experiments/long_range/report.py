@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from figures import figure_attention, figure_errors
-from modes import VARIANTS, Mode
-from molecules import SMILES
-from prepare import paths
-from training import MODELS, replicate, run_dir, run_seconds
+
+from experiments.long_range.figures import figure_attention, figure_errors
+from experiments.long_range.modes import VARIANTS, Mode
+from experiments.long_range.molecules import SMILES
+from experiments.long_range.prepare import paths
+from experiments.long_range.training import MODELS, replicate, run_dir, run_seconds
 
 N_BOOTSTRAP = 2000
 
@@ -407,10 +408,10 @@ def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[
         "## Rerun",
         "",
         "```bash",
-        "make long-range   # fast mode on the CPU, < 1 h: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
-        "experiments/long_range/run.py --fast",
-        "python experiments/long_range/run.py --full --stages label --workers 16   # needs tblite + RDKit",
-        "python experiments/long_range/run.py --full --device cuda --stages train,evaluate,report --workers 8",
+        "make long-range   # fast mode on the CPU, < 1 h: OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m "
+        "experiments.long_range.run --fast",
+        "python -m experiments.long_range.run --full --stages label --workers 16   # needs tblite + RDKit",
+        "python -m experiments.long_range.run --full --device cuda --stages train,evaluate,report --workers 8",
         "```",
         "",
     ]

@@ -1,6 +1,6 @@
 """Long-range study (issue 9): does a conjugated donor–bridge–acceptor molecule need global attention?
 
-    OMP_NUM_THREADS=1 nice -n 10 python experiments/long_range/run.py [--fast | --full] [--device cuda]
+    OMP_NUM_THREADS=1 nice -n 10 python -m experiments.long_range.run [--fast | --full] [--device cuda]
         [--stages label,train,evaluate,report] [--molecules A,B] [--runs global,cutoff3] [--workers N]
         [--work-dir DIR] [--results-dir DIR]
 
@@ -27,12 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # this study's modules and experiments/provenance.py
-
-from modes import MODES  # noqa: E402
-from molecules import SMILES  # noqa: E402
+from experiments.layout import ROOT
+from experiments.long_range.modes import MODES
+from experiments.long_range.molecules import SMILES
 
 STAGES = ("label", "train", "evaluate", "report")
 logger = logging.getLogger("long_range")
@@ -57,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = MODES[args.mode or "fast"]
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     molecules = [m.strip() for m in args.molecules.split(",") if m.strip()]
-    from training import run_names
+    from experiments.long_range.training import run_names
 
     every_run = run_names(mode)
     runs = every_run if args.runs is None else [r.strip() for r in args.runs.split(",") if r.strip()]
@@ -78,26 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         start = time.perf_counter()
         if stage == "label":
-            from labelling import label_all
-            from prepare import prepare
+            from experiments.long_range.labelling import label_all
+            from experiments.long_range.prepare import prepare
 
             label_all(molecules, mode.label, work, args.workers)
             for molecule in molecules:
                 prepare(molecule, work, mode)
         elif stage == "train":
-            from training import train_all
+            from experiments.long_range.training import train_all
 
             train_all(molecules, work, mode, args.device, args.workers, runs)
         elif stage == "evaluate":
-            from evaluation import evaluate_all
+            from experiments.long_range.evaluation import evaluate_all
 
             evaluate_all(molecules, work, args.device, mode.attention_frames, runs)
         elif stage == "report":
-            from provenance import provenance_lines
-            from report import report
+            from experiments.long_range.report import report
+            from experiments.provenance import provenance_lines
 
-            this = "python experiments/long_range/run.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-            study = f"python experiments/long_range/run.py --{mode.name} --device {args.device}"
+            this = "python -m experiments.long_range.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+            study = f"python -m experiments.long_range.run --{mode.name} --device {args.device}"
             lines = provenance_lines(args.device, study)
             if this.strip() != study:  # stages run separately: say which call wrote the report
                 lines.insert(1, f"Report written by: `{this.strip()}`  ")

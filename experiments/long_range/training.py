@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import run_parallel
-from modes import VARIANTS, Mode
-from prepare import paths
+from experiments.long_range.jobs import run_parallel
+from experiments.long_range.modes import VARIANTS, Mode
+from experiments.long_range.prepare import paths
 
 logger = logging.getLogger(__name__)
 

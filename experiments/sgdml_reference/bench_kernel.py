@@ -2,7 +2,7 @@
 
 Usage (from the repository root):
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python experiments/sgdml_reference/bench_kernel.py \
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python -m experiments.sgdml_reference.bench_kernel \
         --threads 1 --out experiments/work/sgdml_bench_t1.json
 
 Geometries: the 98 MD22 frames of ``experiments/geometries/md22_Ac-Ala3-NHMe_98frames.extxyz``,

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project venv):
 
-    .venv/bin/python experiments/sgdml_reference/compare.py --m 100 200 --sigma 40
+    .venv/bin/python -m experiments.sgdml_reference.compare --m 100 200 --sigma 40
 
 For each M: a deterministic split of the bundled 42-atom GFN2-xTB set (training frames evenly
 spaced, validation/test drawn from the rest with seed 0), the permutation group geopatra detects on
@@ -38,7 +38,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / "experiments" / "work"
-REFERENCE = ROOT / "experiments" / "sgdml_reference" / "run_reference.py"
 LAMBDA = 1e-10
 
 
@@ -108,12 +107,14 @@ def run_side(kind: str, split_file: Path, out: Path, threads: int | None = None,
     env = dict(os.environ)
     if kind == "sgdml":
         env["OPENBLAS_NUM_THREADS"] = "1"
-        cmd = [sys.executable, str(REFERENCE), "side", "--split", str(split_file), "--out", str(out)]
+        cmd = [sys.executable, "-m", "experiments.sgdml_reference.run_reference", "side", "--split", str(split_file),
+               "--out", str(out)]
     else:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         if threads == 1:
             env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        cmd = [sys.executable, __file__, "side", "--split", str(split_file), "--out", str(out),
+        cmd = [sys.executable, "-m", "experiments.sgdml_reference.compare", "side", "--split", str(split_file),
+               "--out", str(out),
                "--threads", str(threads), "--solver", solver, *(["--device", device] if device else [])]
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     return json.loads(out.read_text())
@@ -133,7 +134,7 @@ def write_report(rows: list[dict], args: argparse.Namespace, info: dict) -> None
         f"{info['ram_gb']:.0f} GB RAM. Versions: geopatra torch {info['torch']}, reference sgdml "
         f"{info['sgdml']} (numpy {info['numpy_ref']}).",
         "",
-        f"Command: `.venv/bin/python experiments/sgdml_reference/compare.py {' '.join(sys.argv[1:])}`",
+        f"Command: `.venv/bin/python -m experiments.sgdml_reference.compare {' '.join(sys.argv[1:])}`",
         "",
         f"Data: `{args.data}` ({info['n_frames']} frames, {info['n_atoms']} atoms); training frames "
         f"evenly spaced, {args.n_test} test frames from the rest (seed 0), the same for both sides. "

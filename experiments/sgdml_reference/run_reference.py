@@ -2,8 +2,8 @@
 
 Usage (from the repository root; the script re-executes itself inside its own venv):
 
-    python3 experiments/sgdml_reference/run_reference.py golden
-    python3 experiments/sgdml_reference/run_reference.py compare --data DATA.npz --m 100 200
+    python3 -m experiments.sgdml_reference.run_reference golden
+    python3 -m experiments.sgdml_reference.run_reference compare --data DATA.npz --m 100 200
 
 ``golden``: trains the reference on fixed frames of ``tests/data/ethanol_ccsd_t-train.npz`` with a
 fixed σ, λ and the reference's own symmetry detection, and writes its predictions on 200 other
@@ -23,7 +23,7 @@ into ``experiments/work/sgdml_reference_<M>.json`` (geopatra's side is run by
 ``compare_geopatra.py``).
 
 The venv ``experiments/.venv-sgdml`` (gitignored) is created on first use with
-``pip install sgdml==1.0.3 "numpy<2" ase`` (``bench_common.ensure_venv``; torch 2.13.0, the CPU
+``pip install sgdml==1.0.3 "numpy<2" ase`` (``environments.ensure_venv``; torch 2.13.0, the CPU
 wheel, first). The reference runs with OPENBLAS_NUM_THREADS=1 as instructed.
 """
 
@@ -53,15 +53,15 @@ REQUIREMENTS = ["sgdml==1.0.3", "numpy<2", "ase"]
 
 
 def ensure_venv() -> None:
-    """Create the reference venv if needed (``bench_common.ensure_venv``), then re-exec inside it."""
+    """Create the reference venv if needed (``environments.ensure_venv``), then re-exec inside it."""
     if Path(sys.prefix).resolve() == VENV.resolve():
         return
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from bench_common import ensure_venv as make_venv
+    from experiments.environments import ensure_venv as make_venv
 
     make_venv(VENV, REQUIREMENTS, first=["torch==2.13.0"])
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    os.execve(str(VPY), [str(VPY), __file__, *sys.argv[1:]], env)
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the experiments package
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONPATH=path)
+    os.execve(str(VPY), [str(VPY), "-m", "experiments.sgdml_reference.run_reference", *sys.argv[1:]], env)
 
 
 def make_task(R, z, E, F, idx_train, sig, lam, perms):
@@ -265,8 +265,7 @@ def time_inference(structures: Path, m: int, repeats: int, md_steps: int, use_to
     from sgdml.intf.ase_calc import SGDMLCalculator
     from sgdml.predict import GDMLPredict
 
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from bench_common import time_calculator
+    from experiments.calculator_timing import time_calculator
 
     rows = []
     for atoms in ase.io.read(structures, ":"):

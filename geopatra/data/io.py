@@ -21,7 +21,7 @@ def resolve_path(path: str | os.PathLike) -> Path:
     """Turn ``path`` into a file: ``"bundled"``, an MD22 molecule name (downloaded and cached), or a file."""
     text = str(path)
     if text == BUNDLED:
-        from geopatra.datasets import bundled_path
+        from geopatra.data.bundled import bundled_path
 
         return bundled_path()
     candidate = Path(text).expanduser()

@@ -1,9 +1,10 @@
-"""Building blocks of ``geopatra label``: start geometries, reference calculators, reproducible npz
-writing with checkpoints, and trajectory sanity reports. The driver is :mod:`geopatra.label`."""
+"""``geopatra label`` (also ``python -m geopatra.labeling``): the driver (:mod:`.driver`: Langevin MD
+sampling and labelling), start geometries, reference calculators, the resumable checkpoint format
+(:mod:`.resume`) and trajectory sanity reports."""
 
 from geopatra.labeling.calculators import reference_calculator
-from geopatra.labeling.npzio import write_npz_atomic
 from geopatra.labeling.report import TrajectoryReport, trajectory_report
+from geopatra.labeling.resume import write_npz_atomic
 from geopatra.labeling.structures import atoms_from_file, atoms_from_smiles
 
 __all__ = [

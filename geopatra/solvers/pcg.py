@@ -11,7 +11,6 @@ Both work in the dtype and on the device of ``b`` (float64 on CPU or GPU).
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import time
@@ -26,62 +25,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from geopatra.errors import SolverError
+from geopatra.solvers.cg_state import CGState, initial_state, read_checkpoint, save_checkpoint
 from geopatra.solvers.nystrom import NystromPreconditioner, Selection, check_selection
 from geopatra.solvers.operator import KernelOperator
 from geopatra.solvers.result import SolveResult
 
 logger = logging.getLogger(__name__)
 
-_CHECKPOINT_FORMAT = "geopatra-pcg"
-_CHECKPOINT_VERSION = 1
-
-
 def default_max_iter(n: int) -> int:
     """Default iteration budget for a system of size ``n``: ``min(10 n, 100000)``."""
     return max(1, min(10 * n, 100_000))
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write ``state`` atomically: ``torch.save`` to a temporary file, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: str | os.PathLike, b: Tensor) -> dict | None:
-    """The PCG state stored at ``path`` if it belongs to right-hand side ``b``, else ``None``.
-
-    A missing file gives ``None`` silently; an unreadable file, a foreign file, or one written for
-    another ``b`` or another ``n`` gives ``None`` with a warning (the solve then starts afresh).
-    Keys: ``x, r, p`` [n] (CPU), ``rz`` (float), ``iteration`` (int), ``tag`` (method string).
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        warnings.warn(f"PCG checkpoint {path} is unreadable ({exc}); ignoring it", stacklevel=3)
-        return None
-    if not isinstance(state, dict) or state.get("format") != _CHECKPOINT_FORMAT:
-        warnings.warn(f"{path} is not a geopatra PCG checkpoint; ignoring it", stacklevel=3)
-        return None
-    n = b.numel()
-    if state.get("n") != n:
-        warnings.warn(
-            f"PCG checkpoint {path} is for n={state.get('n')}, this system has n={n}; ignoring it",
-            stacklevel=3,
-        )
-        return None
-    stored_b = state["b"]
-    if stored_b.dtype != b.dtype or not torch.equal(stored_b, b.detach().cpu()):
-        warnings.warn(
-            f"PCG checkpoint {path} was written for another right-hand side b; ignoring it",
-            stacklevel=3,
-        )
-        return None
-    return state
 
 
 def pcg(
@@ -141,8 +94,7 @@ def pcg(
         raise ValueError(f"pcg: tol must be > 0; got {tol}")
     if checkpoint_every < 1:
         raise ValueError(f"pcg: checkpoint_every must be >= 1; got {checkpoint_every}")
-    n = b.numel()
-    max_iter = default_max_iter(n) if max_iter is None else int(max_iter)
+    max_iter = default_max_iter(b.numel()) if max_iter is None else int(max_iter)
     method = method or ("pcg" if preconditioner is not None else "cg")
     precond = preconditioner if preconditioner is not None else (lambda v: v)
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
@@ -151,56 +103,25 @@ def pcg(
     if b_norm == 0.0:
         return SolveResult(torch.zeros_like(b), start_iteration, 0.0, True,
                            time.perf_counter() - t0, method, stop_reason="converged")
-
-    def dot(u: Tensor, v: Tensor) -> float:
-        return float(torch.dot(u, v))
-
-    state = read_checkpoint(ckpt, b) if ckpt is not None else None
-    x = r = p = None
-    rz = 0.0
-    if state is not None and state.get("tag") == method:
-        x, r, p = (state[key].to(device=b.device, dtype=b.dtype) for key in ("x", "r", "p"))
-        rz, it = float(state["rz"]), int(state["iteration"])
-        logger.info("%s: resuming from checkpoint %s at iteration %d", method, ckpt, it)
-    elif state is not None:
-        x, it = state["x"].to(device=b.device, dtype=b.dtype), int(state["iteration"])
-        logger.info("%s: warm start from checkpoint %s (written by %s) at iteration %d",
-                    method, ckpt, state.get("tag"), it)
-    else:
-        it = int(start_iteration)
-        if x0 is not None:
-            if x0.shape != b.shape:
-                raise ValueError(f"pcg: x0 has shape {tuple(x0.shape)}; expected {tuple(b.shape)}")
-            x = x0.detach().to(device=b.device, dtype=b.dtype).clone()
-    if x is None:
-        x = torch.zeros_like(b)
-    if r is None:
-        r = b - matvec(x) if bool(x.any()) else b.clone()
-        z = precond(r)
-        p = z.clone()
-        rz = dot(r, z)
+    state = initial_state(matvec, precond, b, x0, ckpt, method, start_iteration)
 
     def save() -> None:
         if ckpt is not None:
-            _save_checkpoint(ckpt, {
-                "format": _CHECKPOINT_FORMAT, "version": _CHECKPOINT_VERSION, "n": n,
-                "b": b.detach().cpu(), "x": x.cpu(), "r": r.cpu(), "p": p.cpu(),
-                "rz": rz, "iteration": it, "tag": method,
-            })
+            save_checkpoint(ckpt, state.to_checkpoint(b, method))
 
-    res = float(torch.linalg.vector_norm(r)) / b_norm
+    res = state.residual(b_norm)
     true_res: float | None = None  # explicit residual of the current x, if computed
     last_true: float | None = None  # explicit residual at the previous failed convergence check
     stalls = 0  # failed convergence checks in a row that did not halve the true residual
     best = res
     history: deque[float] = deque([best], maxlen=max(stagnation_window, 0) + 1)
     converged, reason = False, "max_iter"
-    bar = tqdm(total=max_iter, initial=min(it, max_iter), desc=method, unit="it",
+    bar = tqdm(total=max_iter, initial=min(state.iteration, max_iter), desc=method, unit="it",
                disable=not progress, leave=False)
     try:
         while True:
             if res <= tol:
-                r_true = b - matvec(x)
+                r_true = b - matvec(state.x)
                 true_res = float(torch.linalg.vector_norm(r_true)) / b_norm
                 if true_res <= tol:
                     converged, reason = True, "converged"
@@ -212,49 +133,27 @@ def pcg(
                 last_true = true_res
                 logger.debug("%s: recursive residual %.2e but true residual %.2e; restarting",
                              method, res, true_res)
-                r = r_true
-                z = precond(r)
-                p = z.clone()
-                rz = dot(r, z)
+                state = CGState.from_residual(state.x, r_true, precond, state.iteration)
                 res = true_res
-            if it >= max_iter:
+            if state.iteration >= max_iter:
                 break
             if stagnation_window > 0 and len(history) == history.maxlen \
                     and history[0] < stagnation_factor * history[-1]:
                 reason = "stagnated"
                 break
-            Ap = matvec(p)
-            pAp = dot(p, Ap)
-            if not (pAp > 0 and math.isfinite(pAp)):
-                raise SolverError(
-                    f"{method}: pᵀAp = {pAp:.3g} at iteration {it}: the operator is not positive "
-                    f"definite or produced non-finite values (residual {res:.3g})"
-                )
-            alpha = rz / pAp
-            x.add_(p, alpha=alpha)
-            r.add_(Ap, alpha=-alpha)
-            z = precond(r)
-            rz_new = dot(r, z)
-            if not (rz_new >= 0 and math.isfinite(rz_new)):
-                raise SolverError(
-                    f"{method}: rᵀP⁻¹r = {rz_new:.3g} at iteration {it}: the preconditioner is "
-                    f"not positive definite or produced non-finite values (residual {res:.3g})"
-                )
-            p = z + (rz_new / rz) * p  # out of place: P⁻¹ may return (a view of) r
-            rz = rz_new
-            it += 1
+            state.step(matvec, precond, method, res)
             true_res = None
-            res = float(torch.linalg.vector_norm(r)) / b_norm
+            res = state.residual(b_norm)
             best = min(best, res)
             history.append(best)
             bar.update(1)
             bar.set_postfix_str(f"residual={res:.2e}", refresh=False)
-            if it % checkpoint_every == 0:
+            if state.iteration % checkpoint_every == 0:
                 save()
     finally:
         bar.close()
     if true_res is None:
-        true_res = float(torch.linalg.vector_norm(b - matvec(x))) / b_norm
+        true_res = float(torch.linalg.vector_norm(b - matvec(state.x))) / b_norm
         converged = true_res <= tol
     save()
     seconds = time.perf_counter() - t0
@@ -262,8 +161,8 @@ def pcg(
         logger.warning("%s: the true relative residual stalls at %.2e > tol %.1e (limit of "
                        "floating-point accuracy for this system); stopping", method, true_res, tol)
     logger.info("%s: %d iterations, relative residual %.2e, converged=%s (%s), %.2f s", method,
-                it, true_res, converged, reason, seconds)
-    return SolveResult(x, it, true_res, converged, seconds, method, stop_reason=reason)
+                state.iteration, true_res, converged, reason, seconds)
+    return SolveResult(state.x, state.iteration, true_res, converged, seconds, method, stop_reason=reason)
 
 
 def solve_iterative(

@@ -3,8 +3,9 @@
 One iteration of the matrix-free solver is one kernel product ``K v``, whose work grows as
 ``S · M² · D`` (S permutations, M training geometries, D descriptor entries; see
 :mod:`geopatra.models.sgdml.kernel`). :func:`price_products` times that product on this machine for
-each candidate group, on ``sample_frames`` evenly spaced training geometries, and scales the time by
-``(M / m)²`` to all of them: a few seconds of calibration instead of minutes of surprise.
+each candidate group on two samples of evenly spaced training geometries (m and m / 2) and
+extrapolates ``a + c · M²`` to all of them, ``a`` being the fixed cost of a product (dispatch,
+allocation), which dominates at small m: a few seconds of calibration instead of minutes of surprise.
 :func:`candidate_groups` offers the identity, the detected group and subgroups between them.
 """
 
@@ -58,33 +59,45 @@ def candidate_groups(perms: np.ndarray) -> list[np.ndarray]:
 
 
 def price_products(
-    R: Tensor, groups: list[np.ndarray], sigma: float, device: torch.device, sample_frames: int = 64,
+    R: Tensor, groups: list[np.ndarray], sigma: float, device: torch.device, sample_frames: int = 256,
     repeats: int = 2,
 ) -> list[ProductPrice]:
     """Estimated time of one kernel product on all geometries ``R`` [M, N, 3] (Å) for each group.
 
-    The product is timed (best of ``repeats`` after one untimed call) on ``min(M, sample_frames)``
-    evenly spaced geometries and scaled by ``(M / m)²``; at small m fixed overheads weigh more, so the
-    estimate errs high.
+    The product is timed (best of ``repeats`` after one untimed call) on ``m = min(M, sample_frames)``
+    and on ``m / 2`` evenly spaced geometries; ``a + c · m²`` through the two times gives the estimate
+    at M (the time at m itself when m = M).
     """
     M = R.shape[0]
     m = min(M, sample_frames)
-    frames = np.unique(np.linspace(0, M - 1, m).round().astype(int))
-    m = len(frames)
     prices = []
     for perms in groups:
-        op = SGDMLKernel.of(R[frames], torch.as_tensor(perms), sigma, device=device)
-        v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(op.device)
-        op.matvec(v)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            op.matvec(v)
-            if op.device.type == "cuda":
-                torch.cuda.synchronize(op.device)
-            best = min(best, time.perf_counter() - start)
-        prices.append(ProductPrice(perms=perms, seconds=best * (M / m) ** 2, measured_frames=m))
+        t_m = _time_product(R, perms, m, sigma, device, repeats)
+        if m == M:
+            seconds = t_m
+        else:
+            half = max(1, m // 2)
+            t_half = _time_product(R, perms, half, sigma, device, repeats)
+            c = max(t_m - t_half, 0.0) / (m**2 - half**2)
+            seconds = max(t_m - c * m**2, 0.0) + c * M**2
+        prices.append(ProductPrice(perms=perms, seconds=seconds, measured_frames=m))
     return prices
+
+
+def _time_product(R: Tensor, perms: np.ndarray, m: int, sigma: float, device: torch.device, repeats: int) -> float:
+    """Best wall time [s] of one product ``K v`` on ``m`` evenly spaced geometries of ``R``."""
+    frames = np.unique(np.linspace(0, R.shape[0] - 1, m).round().astype(int))
+    op = SGDMLKernel.of(R[frames], torch.as_tensor(perms), sigma, device=device)
+    v = torch.randn(op.n, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(op.device)
+    op.matvec(v)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        op.matvec(v)
+        if op.device.type == "cuda":
+            torch.cuda.synchronize(op.device)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def within_budget(prices: list[ProductPrice], max_product_seconds: float) -> ProductPrice:

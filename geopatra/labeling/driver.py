@@ -35,8 +35,8 @@ from geopatra.data.dataset import fingerprint_arrays
 from geopatra.data.download import sgdml_md5
 from geopatra.errors import DataError
 from geopatra.labeling.calculators import TBLITE_METHODS, reference_calculator
-from geopatra.labeling.npzio import load_checkpoint, save_checkpoint, write_npz_atomic
 from geopatra.labeling.report import trajectory_report
+from geopatra.labeling.resume import load_checkpoint, save_checkpoint, write_npz_atomic
 from geopatra.labeling.structures import atoms_from_file, atoms_from_smiles
 from geopatra.units import EV_TO_KCAL_MOL
 
@@ -349,7 +349,7 @@ def label_command(
     start = ["--smiles", smiles] if smiles is not None else ["--xyz", str(xyz)]
     named = ["--name", name] if name is not None else []
     return [
-        sys.executable, "-m", "geopatra.label", *start, *named, *settings.cli_args(),
+        sys.executable, "-m", "geopatra.labeling", *start, *named, *settings.cli_args(),
         "--calculator", calculator, *options, "--output", str(output),
     ]  # fmt: skip
 
@@ -389,7 +389,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

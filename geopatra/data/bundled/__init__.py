@@ -26,7 +26,7 @@ def bundled_path() -> Path:
     if not path.is_file():
         raise DataError(
             f"{path}: the bundled dataset is missing from this installation; reinstall geopatra, "
-            "or regenerate it with the command in geopatra/datasets/README.md."
+            "or regenerate it with the command in geopatra/data/bundled/README.md."
         )
     return path
 

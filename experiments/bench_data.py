@@ -1,0 +1,84 @@
+"""The benchmark datasets and the nested splits every model trains on (one fixed validation
+and test set per dataset, training sets that grow as prefixes of one seeded permutation)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from experiments import layout
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """A benchmark dataset: ``path`` as ``geopatra.data.read_dataset`` takes it."""
+
+    key: str
+    path: str
+    label: str
+
+
+DATASETS = {
+    "ala3": BenchData("ala3", "bundled", "Ac-Ala3-NHMe (42 atoms), GFN2-xTB, bundled 2000 frames"),
+    "ethanol": BenchData(
+        "ethanol", "tests/data/ethanol_ccsd_t-train.npz", "ethanol (9 atoms), CCSD(T), sGDML file, 1000 frames"
+    ),
+}
+
+
+def index_digest(index: np.ndarray) -> str:
+    """First 12 hex digits of the sha256 of the frame indices (int64): names the exact frames."""
+    return hashlib.sha256(np.ascontiguousarray(index, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def nested_splits(data: BenchData, sizes: list[int], n_val: int, n_test: int, work: Path,
+                  seed: int = 0) -> dict[int, Path]:
+    """Split files ``<work>/splits/<data>/split_v<n_val>_t<n_test>_M<M>.npz`` for each training size.
+
+    One seeded permutation of the frames: validation = its first ``n_val``, test = the next
+    ``n_test``, training set of size M = the next M (so smaller training sets are subsets of larger
+    ones, and validation and test frames are the same for every size and every model).
+    """
+    from geopatra.data import read_dataset
+    from geopatra.data.splits import Split, check_split
+
+    dataset = read_dataset(data.path)
+    n = dataset.n_frames
+    if max(sizes) + n_val + n_test > n:
+        raise ValueError(f"{data.label}: {max(sizes)} + {n_val} + {n_test} frames asked, {n} available")
+    order = np.random.default_rng(seed).permutation(n)
+    val, test, pool = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+    out = {}
+    for m in sizes:
+        split = Split(train=np.sort(pool[:m]), val=np.sort(val), test=np.sort(test),
+                      fingerprint=dataset.fingerprint, seed=seed)
+        check_split(split, dataset)
+        out[m] = split.save(work / "splits" / data.key / f"split_v{n_val}_t{n_test}_M{m}.npz")
+    return out
+
+
+def split_facts(split_file: Path) -> dict:
+    """What a report says about the frames: file, seed, sizes and index digests."""
+    with np.load(split_file) as s:
+        return {
+            "split_file": layout.repo_relative(split_file),
+            "n_train": int(len(s["train"])), "n_val": int(len(s["val"])), "n_test": int(len(s["test"])),
+            "train_sha": index_digest(s["train"]), "test_sha": index_digest(s["test"]),
+            "seed": int(s["seed"]) if "seed" in s.files else None,
+        }
+
+
+def frames_file(data: BenchData, split_file: Path, out: Path, **extra: object) -> Path:
+    """An npz for the foreign tools' sides: R, z, E, F (Å, kcal/mol) and train/val/test indices, plus
+    ``extra`` (e.g. sigma, lam): the format of ``sgdml_reference/compare.py``'s split files."""
+    from geopatra.data import read_dataset
+
+    dataset = read_dataset(data.path)
+    with np.load(split_file) as s:
+        idx = {"train": s["train"], "val": s["val"], "test": s["test"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, R=dataset.R, z=dataset.z, E=dataset.E, F=dataset.F, **idx, **extra)
+    return out
