@@ -1,8 +1,12 @@
 """sGDML on the bundled Ac-Ala3-NHMe at M = 1,000 with the shipped ``configs/sgdml.yaml``: which
 permutations its price cap keeps, how long the fit takes and how accurate it is, against the
-run that keeps the identity only, on the same frames (the first row, ``identity.json``).
+run that keeps the identity only, on the same frames (the row with the fewest permutations).
 
-    python -m experiments.sgdml_m1000 [--label shipped] [--threads 2] [-- EXTRA FIT OPTIONS]
+    python -m experiments.sgdml_m1000                        # the shipped config
+    python -m experiments.sgdml_m1000 --label identity -- --model.init_args.potential.init_args.max_symmetries 1
+
+(The identity row committed was run as the shipped config before the pricing fix, which kept the
+identity alone: the same run as the second command.)
 
 Runs ``geopatra fit`` then ``geopatra test`` (the README's command: 1,000 training, 100 validation,
 900 test frames, split seed 0) with ``--threads`` for torch and BLAS, timed (wall clock) with the
