@@ -12,10 +12,12 @@ own core with one thread (cores swapped between seeds). GeoPaTra stops at T by L
 (validation every 200 steps included); MACE is killed at T after its log says training started, and
 gets 5 % more epochs than a calibration run says fit in T, so its Stage Two runs and the kill at T
 ends it. The calibration (3 epochs, right before each cell: the machine's speed drifts between
-sessions) runs on MACE's core beside a GeoPaTra fit on the other, as in the cell (until round 3 it ran
-alone, and MACE, ~20 % slower beside GeoPaTra, was killed before its Stage Two ended).
+sessions) runs on MACE's core beside a GeoPaTra fit on the other, as in the cell, stopped when MACE
+ends (until round 3 it ran alone, and MACE, ~20 % slower beside GeoPaTra, was killed before its Stage
+Two ended).
 Each is tested at its best validation checkpoint. geopatra-sGDML (``configs/sgdml.yaml``, σ from
-{10, 20, 40} on the validation frames, exact solve) is fitted once per (data, M) on the same frames.
+{10, 20, 40} on the validation frames; exact solve to M = 200, iterative at M = 1000 with the permutations
+its price cap keeps) is fitted once per (data, M) on the same frames, alone, after the pair.
 T = 20 min at M <= 200 and 60 min at M = 1000 (``--full``); T = 60 s, ethanol M = 50, one seed in
 ``--fast``, which is a smoke test, not an accuracy result.
 
@@ -80,13 +82,16 @@ def split_for(key: str, m: int, mode: str, work: Path) -> Path:
 
 #: MACE calibration epochs; the time per epoch is taken from the later ones (the first carries set-up).
 CALIBRATION_EPOCHS = 3
+#: geopatra-sGDML runs alone after the pair, on both cores (rows before 2026-12-02 08:00 used one); its
+#: pricing sees these threads, so they decide the permutations kept at M = 1000.
+SGDML_THREADS = 2
 
 
 def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work: Path, mode: str) -> int:
     """Epochs of MACE that fit in ``budget`` (5 % more, so that the kill at T rather than an early end
     stops it), from a short calibration run right before the cell, on MACE's core of the cell beside a
-    GeoPaTra fit of T / 4 on the other core (the load MACE meets in the cell). Kept per data, M, seed
-    and round."""
+    GeoPaTra fit (at most T / 4, stopped when MACE ends) on the other core: the load MACE meets in
+    the cell. Kept per data, M, seed and round."""
     name = f"{key}_M{m}" if CURRENT_ROUND == 1 else f"{key}_M{m}_seed{seed}_r{CURRENT_ROUND}"
     path = rows_dir / f"calibration_{name}.json"
     if not path.exists():
@@ -99,7 +104,7 @@ def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work
                         core=cores[layout.MACE], epochs=CALIBRATION_EPOCHS, batch_size=MACE_BATCH),
             tr.geopatra_job(layout.GEOPATRA_NN, bench_data.DATASETS[key], split, run_dir / "geopatra",
                             budget_s=budget / 4, seed=seed, core=cores[layout.GEOPATRA_NN], overrides=[],
-                            config=CONFIG)])
+                            config=CONFIG)], until=layout.MACE)
         side = json.loads((run_dir / "mace" / "side.json").read_text())
         curve = side["curve"]
         if side["train_s"] > walls[layout.GEOPATRA_NN]:
@@ -148,7 +153,7 @@ def run_cell(key: str, m: int, seed: int, mode: str, rows_dir: Path, work: Path)
             save(paths[row["model"]], row)
     sgdml_path = row_path(rows_dir, key, m, 0, layout.GEOPATRA_SGDML, race_round=1)
     if not sgdml_path.exists():
-        row = runners.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=1, work=work)
+        row = runners.run_geopatra("sgdml", data, split, mode="fast", device="cpu", threads=SGDML_THREADS, work=work)
         save(sgdml_path, {**row, "seed": 0, "load_after": tr.load_average()})
 
 

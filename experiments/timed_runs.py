@@ -40,9 +40,10 @@ class Job:
     env: dict[str, str] = field(default_factory=lambda: environments.thread_env(1))
 
 
-def run_together(jobs: list[Job]) -> dict[str, float]:
-    """Start every job at once, each pinned to its core; wait for all. Returns wall seconds per job
-    name; raises with the log's tail if one fails."""
+def run_together(jobs: list[Job], *, until: str | None = None) -> dict[str, float]:
+    """Start every job at once, each pinned to its core; wait for all, or, with ``until``, for that
+    job, then stop the others (a load beside it, not a result). Returns wall seconds per job name;
+    raises with the log's tail if one fails."""
     procs, start = {}, time.perf_counter()
     walls: dict[str, float] = {}
     for job in jobs:
@@ -50,12 +51,17 @@ def run_together(jobs: list[Job]) -> dict[str, float]:
         handle = job.log.open("w")
         procs[job.name] = (subprocess.Popen(["taskset", "-c", str(job.core), *job.cmd], env=job.env, cwd=layout.ROOT,
                                             stdout=handle, stderr=subprocess.STDOUT), handle, job)
+    order = sorted(procs, key=lambda name: name != until)  # the awaited job first
     failed = []
-    for name, (proc, handle, job) in procs.items():
+    for name in order:
+        proc, handle, job = procs[name]
+        stopped = until is not None and name != until and proc.poll() is None
+        if stopped:
+            proc.terminate()
         code = proc.wait()
         walls[name] = time.perf_counter() - start
         handle.close()
-        if code != 0:
+        if code != 0 and not stopped:
             tail = "".join(job.log.read_text(errors="replace").splitlines(keepends=True)[-20:])
             failed.append(f"{name} (exit {code}): {job.log}\n{tail}")
     if failed:
