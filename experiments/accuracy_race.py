@@ -294,6 +294,12 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
         if f50 and f200:
             ratio = stats([r["test_F_mae"] for r in f200])[0] / stats([r["test_F_mae"] for r in f50])[0]
             verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) = {ratio:.2f} (target ≤ 0.6).")
+    for (key, m), models in sorted(groups.items()):
+        if m == 1000 and layout.GEOPATRA_NN in models and layout.GEOPATRA_SGDML in models:
+            g = stats([r["test_F_mae"] for r in models[layout.GEOPATRA_NN]])[0]
+            s = models[layout.GEOPATRA_SGDML][0]["test_F_mae"]
+            verdicts.append(f"- {key}, M = 1000: GeoPaTra {g:.3g} kcal/mol/Å (target ≤ 1.0), GeoPaTra / "
+                            f"geopatra-sGDML {g / s:.2f} on the same frames (target ≤ 0.8).")
     return table_rows, verdicts
 
 

@@ -72,13 +72,18 @@ def split_facts(split_file: Path) -> dict:
 
 
 def frames_file(data: BenchData, split_file: Path, out: Path, **extra: object) -> Path:
-    """An npz for the foreign tools' sides: R, z, E, F (Å, kcal/mol) and train/val/test indices, plus
-    ``extra`` (e.g. sigma, lam): the format of ``sgdml_reference/compare.py``'s split files."""
+    """The side-frames npz (``write_side_frames``) of ``data`` with the indices of ``split_file``."""
     from geopatra.data import read_dataset
 
-    dataset = read_dataset(data.path)
     with np.load(split_file) as s:
-        idx = {"train": s["train"], "val": s["val"], "test": s["test"]}
+        indices = {"train": s["train"], "val": s["val"], "test": s["test"]}
+    return write_side_frames(out, read_dataset(data.path), indices, **extra)
+
+
+def write_side_frames(out: Path, dataset, indices: dict[str, np.ndarray], **extra: object) -> Path:
+    """The one npz the foreign tools' sides read (``mace_side.py``, ``sgdml_reference/run_reference.py``):
+    R [n, N, 3] (Å), z [N], E [n] (kcal/mol), F [n, N, 3] (kcal/mol/Å) of ``dataset``, the split
+    ``indices`` (train, test and optionally val), and ``extra`` (e.g. sigma, lam, perms)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, R=dataset.R, z=dataset.z, E=dataset.E, F=dataset.F, **idx, **extra)
+    np.savez(out, R=dataset.R, z=dataset.z, E=dataset.E, F=dataset.F, **indices, **extra)
     return out

@@ -20,8 +20,9 @@ from experiments import timed_runs as tr
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 P = "--model.init_args.potential.init_args."
-#: (name, overrides) of each variant of ``configs/geopatra.yaml``; 0 was the shipped config until the race's
-#: round 2 (64 Gaussians), 8 is the one shipped since.
+#: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
+#: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
+#: race's round 2 (64 Gaussians); 10 and 12 are round 3's.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -38,6 +39,10 @@ VARIANTS = [
      [P + "radial_basis", "bessel", P + "num_rbf", "48", "--model.init_args.lr", "3.0e-3"]),
     ("48 Bessel functions, learning rate 1e-2 (MACE's)",
      [P + "radial_basis", "bessel", P + "num_rbf", "48", "--model.init_args.lr", "1.0e-2"]),
+    ("shipped config of round 3", []),
+    ("SiLU attention weights (unnormalised, over the sender count)", [P + "attention_normalization", "silu"]),
+    ("linear energy readouts after layers 1 and 2 (MACE's)", [P + "layer_readouts", "true"]),
+    ("SiLU attention weights + layer readouts", [P + "attention_normalization", "silu", P + "layer_readouts", "true"]),
 ]
 
 

@@ -11,6 +11,12 @@ the run's budget (``max_steps`` or ``max_time``, whichever ends first; ``max_epo
 Diagnostics logged in ``metrics.csv``: learning rate, gradient norm before clipping, the fraction
 of clipped steps and the training-set errors since the previous validation, and whatever the
 potential reports at validation (:meth:`~geopatra.models.potential.Potential.validation_diagnostics`).
+
+The optimiser and the schedule are this task's arguments, not Lightning's ``OptimizerCallable`` and
+``LRSchedulerCallable``: the schedule reads the run's time budget from the trainer, which a scheduler
+built from the optimiser alone cannot see, and ``geopatra test/fit --ckpt_path`` re-parses a
+checkpoint's saved arguments, so replacing them would stop earlier checkpoints from being tested or
+resumed.
 """
 
 from __future__ import annotations

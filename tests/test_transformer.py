@@ -36,10 +36,12 @@ def small_model(dtype: str = "float64", **overrides) -> GeoPaTra:
 
 
 def _randomise_outputs(model: GeoPaTra) -> None:
-    """Stand in for a trained model: the readout's last layer starts at zero (energy = shifts), so
-    give it non-trivial weights, and a non-unit scale (default inits of e3nn linears are fine)."""
+    """Stand in for a trained model: the readouts' last layers start at zero (energy = shifts), so
+    give them non-trivial weights, and a non-unit scale (default inits of e3nn linears are fine)."""
     with torch.no_grad():
         torch.nn.init.normal_(model.readout.net[-1].weight, std=0.5)
+        for linear in model.layer_readouts:
+            torch.nn.init.normal_(linear.weight, std=0.5)
         model.energy_scale.fill_(3.0)
 
 
@@ -57,9 +59,10 @@ VARIANTS = {
     "equivariant_norm": {"equivariant_norm": True},
     "bessel": {"radial_basis": "bessel"},
     "node_product": {"node_product": 4},
+    "layer_readouts": {"layer_readouts": True},
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
             "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True,
-            "node_product": 4},
+            "node_product": 4, "layer_readouts": True},
 }
 
 
@@ -277,6 +280,23 @@ def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
         for attention in model.attention:
             attention.sink_logit.fill_(80.0)
     assert model.attention_weights(pos, z).abs().max() < 1e-20
+
+
+def test_layer_readouts_start_at_zero_and_learn(ethanol) -> None:
+    """The early readouts leave the initial energy unchanged, and receive gradient."""
+    pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
+    energies = []
+    for layer_readouts in (False, True):
+        torch.manual_seed(0)
+        model = GeoPaTra(**SMALL, dtype="float64", layer_readouts=layer_readouts)
+        with torch.no_grad():
+            torch.manual_seed(1)
+            torch.nn.init.normal_(model.readout.net[-1].weight, std=0.5)
+        energies.append(model(pos, z, batch, n))
+    assert len(model.layer_readouts) == SMALL["num_layers"] - 1
+    torch.testing.assert_close(energies[1], energies[0], rtol=0, atol=0)
+    energies[1].sum().backward()
+    assert all(linear.weight.grad.abs().max() > 0 for linear in model.layer_readouts)
 
 
 def test_validation_diagnostics_count_effective_senders(ethanol) -> None:

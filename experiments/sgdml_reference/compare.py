@@ -221,6 +221,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         geopatra_side(args.split, args.out, args.solver, args.device)
         return
+    from experiments.bench_data import write_side_frames
     from geopatra.data import read_dataset
     from geopatra.models.sgdml import find_permutations
 
@@ -243,8 +244,8 @@ def main() -> None:
             perms = np.arange(len(z))[None]
         n_perms = len(perms)
         split_file = WORK / f"compare_split_{m}{args.tag}.npz"
-        np.savez(split_file, R=R, z=z, E=E, F=F, train=split["train"], test=split["test"],
-                 sigma=args.sigma, lam=LAMBDA, perms=perms)
+        write_side_frames(split_file, data, {"train": split["train"], "test": split["test"]},
+                          sigma=args.sigma, lam=LAMBDA, perms=perms)
         rows.append(run_side("sgdml", split_file, WORK / f"compare_sgdml_{m}{args.tag}.json"))
         for threads in (2, 1):
             out = WORK / f"compare_geopatra_{m}_t{threads}{args.tag}.json"

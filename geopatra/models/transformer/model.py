@@ -86,6 +86,9 @@ class GeoPaTra(Potential):
             products of the attention messages (many-body terms) reach the gates; 0: none.
         radial_basis: ``"gaussian"`` (:class:`GaussianRBF`: log-spaced, fine at bond lengths) or
             ``"bessel"`` (:class:`BesselRBF`: smooth, uniform in r, zero beyond ``rbf_max``).
+        layer_readouts: add a linear energy readout of the scalars after every layer but the last
+            (as MACE does), so the early, low-body-order features reach the energy directly. They
+            start at zero: the initial model is the one without them.
 
     Step and energy + force times of the options: experiments/results/geopatra_ablation.md.
 
@@ -121,6 +124,7 @@ class GeoPaTra(Potential):
         equivariant_norm: bool = False,
         radial_basis: Literal["gaussian", "bessel"] = "gaussian",
         node_product: int = 0,
+        layer_readouts: bool = False,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -168,6 +172,9 @@ class GeoPaTra(Potential):
             self.norm_attention = nn.ModuleList(norm() for _ in range(num_layers))
             self.norm_feed_forward = nn.ModuleList(norm() for _ in range(num_layers))
             self.readout = ScalarReadout(num_features, max(1, num_features // 2))
+            self.layer_readouts = nn.ModuleList(
+                _zero_linear(num_features) for _ in range(num_layers - 1 if layer_readouts else 0)
+            )
             self.register_buffer("energy_scale", torch.ones(()))
             self.register_buffer("seen_elements", torch.ones(max_z + 1, dtype=torch.bool))
         self.to(_DTYPES[dtype])
@@ -187,9 +194,12 @@ class GeoPaTra(Potential):
         pos = pos.to(self.energy_scale.dtype)
         geometry = self.pair_geometry(pos, batch, num_graphs)
         x = self.embedding(z)
+        readout = x.new_zeros(x.shape[0])
         for layer in range(len(self.attention)):
             x = self._layer(layer, x, geometry)
-        readout = self.readout(x[:, : self.num_features])
+            if layer < len(self.layer_readouts):
+                readout = readout + self.layer_readouts[layer](x[:, : self.num_features]).squeeze(-1)
+        readout = readout + self.readout(x[:, : self.num_features])
         return (self.energy_scale * readout).double() + self.energy_shift[z]
 
     @torch.no_grad()
@@ -335,6 +345,13 @@ class GeoPaTra(Potential):
                 f"elements with atomic numbers {unseen} were not in the training data of this model "
                 f"(trained on {seen}); retrain with them or use another model"
             )
+
+
+def _zero_linear(num_features: int) -> nn.Linear:
+    """A bias-free linear map from ``num_features`` scalars to one per-atom energy, starting at zero."""
+    linear = nn.Linear(num_features, 1, bias=False)
+    nn.init.zeros_(linear.weight)
+    return linear
 
 
 @contextlib.contextmanager
