@@ -226,7 +226,7 @@ def main() -> None:
     from geopatra.models.sgdml import find_permutations
 
     data = read_dataset(args.data)
-    R, z, E, F = (np.asarray(a) for a in (data.R, data.z, data.E, data.F))
+    R, z, E = (np.asarray(a) for a in (data.R, data.z, data.E))
     WORK.mkdir(parents=True, exist_ok=True)
     rows, n_perms = [], 0
     if args.report_only:
