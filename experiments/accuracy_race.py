@@ -50,6 +50,7 @@ ROUNDS = {
     1: "Gaussian radial basis (64 functions, log-spaced), `configs/geopatra.yaml` until 2026-12-01",
     2: "smooth Bessel radial basis (48 functions to 20 Å), experiments/results/overfit_probe.md",
     3: "Bessel basis and learning rate 3e-3 (was 1e-3), experiments/results/overfit_probe.md",
+    4: "linear energy readouts after every layer but the last (as MACE), experiments/results/overfit_probe.md",
 }
 CURRENT_ROUND = max(ROUNDS)
 MACE_BATCH = 5
