@@ -22,7 +22,8 @@ CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 P = "--model.init_args.potential.init_args."
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
-#: race's round 2 (64 Gaussians); 10 and 12 are round 3's.
+#: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
+#: readouts off, so they stay round 3's).
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -39,10 +40,15 @@ VARIANTS = [
      [P + "radial_basis", "bessel", P + "num_rbf", "48", "--model.init_args.lr", "3.0e-3"]),
     ("48 Bessel functions, learning rate 1e-2 (MACE's)",
      [P + "radial_basis", "bessel", P + "num_rbf", "48", "--model.init_args.lr", "1.0e-2"]),
-    ("shipped config of round 3", []),
-    ("SiLU attention weights (unnormalised, over the sender count)", [P + "attention_normalization", "silu"]),
+    ("shipped config of round 3", [P + "layer_readouts", "false"]),
+    ("SiLU attention weights (unnormalised, over the sender count)",
+     [P + "attention_normalization", "silu", P + "layer_readouts", "false"]),
     ("linear energy readouts after layers 1 and 2 (MACE's)", [P + "layer_readouts", "true"]),
     ("SiLU attention weights + layer readouts", [P + "attention_normalization", "silu", P + "layer_readouts", "true"]),
+    # round 4 (layer readouts) with more heads: one radial weight per head and degree, so more heads give
+    # the value path more radial functions per channel at the same tensor-product cost
+    ("layer readouts, 8 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "8"]),
+    ("layer readouts, 16 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "16"]),
 ]
 
 
