@@ -46,7 +46,8 @@ VARIANTS = [
     ("linear energy readouts after layers 1 and 2 (MACE's)", [P + "layer_readouts", "true"]),
     ("SiLU attention weights + layer readouts", [P + "attention_normalization", "silu", P + "layer_readouts", "true"]),
     # round 4 (layer readouts) with more heads: one radial weight per head and degree, so more heads give
-    # the value path more radial functions per channel at the same tensor-product cost
+    # the value path more radial functions per channel (the coupling's cost is the same; the pair-sized
+    # weights and logits grow with the heads)
     ("layer readouts, 8 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "8"]),
     ("layer readouts, 16 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "16"]),
 ]
