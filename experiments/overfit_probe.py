@@ -23,7 +23,7 @@ P = "--model.init_args.potential.init_args."
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's).
+#: readouts off, so they stay round 3's); 16-22 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -50,6 +50,14 @@ VARIANTS = [
     # weights and logits grow with the heads)
     ("layer readouts, 8 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "8"]),
     ("layer readouts, 16 heads (not 4)", [P + "layer_readouts", "true", P + "num_heads", "16"]),
+    # round 4 with richer radial weights on the value path (issue 15, hypothesis 3), a value projection,
+    # a shallower model (more steps in the budget) and a wider radial network
+    ("layer readouts, radial rank 4 (per-channel radial weights)", [P + "radial_rank", "4"]),
+    ("layer readouts, value projection", [P + "value_projection", "true"]),
+    ("layer readouts, 2 layers (not 3)", [P + "num_layers", "2"]),
+    ("layer readouts, radial network 64 wide (not 32)", [P + "radial_hidden", "64"]),
+    ("layer readouts, atomic density embedding (MACE's A-basis, all atoms)", [P + "density_embedding", "true"]),
+    ("layer readouts, value projection, radial rank 4", [P + "value_projection", "true", P + "radial_rank", "4"]),
 ]
 
 

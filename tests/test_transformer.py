@@ -13,6 +13,7 @@ from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import ElementError
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.transformer import GeoPaTra
+from geopatra.models.transformer.density import AtomicDensity
 from geopatra.models.transformer.radial import BesselRBF
 from geopatra.models.transformer.readout import fit_element_shifts
 
@@ -42,6 +43,8 @@ def _randomise_outputs(model: GeoPaTra) -> None:
         torch.nn.init.normal_(model.readout.net[-1].weight, std=0.5)
         for linear in model.layer_readouts:
             torch.nn.init.normal_(linear.weight, std=0.5)
+        if model.density is not None:
+            torch.nn.init.normal_(model.density.linear.weight)
         model.energy_scale.fill_(3.0)
 
 
@@ -60,9 +63,10 @@ VARIANTS = {
     "bessel": {"radial_basis": "bessel"},
     "node_product": {"node_product": 4},
     "layer_readouts": {"layer_readouts": True},
+    "density_embedding": {"density_embedding": True},
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
             "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True,
-            "node_product": 4, "layer_readouts": True},
+            "node_product": 4, "layer_readouts": True, "density_embedding": True},
 }
 
 
@@ -145,8 +149,9 @@ def _chain(n_atoms: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("cutoff, sparse", [(None, True), (5.0, True), (5.0, False)])
 def test_far_atom_couples_only_without_cutoff(variant, cutoff, sparse) -> None:
-    pos_np, z_np = _chain()
-    assert pos_np[-1, 0] - pos_np[0, 0] > 20.0  # 2 layers x 5 Å reach from each end stays apart
+    pos_np, z_np = _chain(30)
+    # an atom's energy reaches 3 x 5 Å (the density embedding and 2 layers), a force twice that
+    assert pos_np[-1, 0] - pos_np[0, 0] > 30.0
     model = small_model(**variant, cutoff=cutoff, sparse_cutoff=sparse)
     pos, z, batch, n = batch_of([(pos_np, z_np)])
     pos.requires_grad_(True)
@@ -269,6 +274,8 @@ def test_invalid_arguments() -> None:
         GeoPaTra(**SMALL, attention_normalization="sparsemax")
     with pytest.raises(ValueError, match="radial_basis"):
         GeoPaTra(**SMALL, radial_basis="chebyshev")
+    with pytest.raises(ValueError, match="one block per degree"):
+        AtomicDensity(o3.Irreps("8x0e+4x1e"), num_rbf=8, radial_hidden=8, max_z=10)
 
 
 def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
@@ -280,6 +287,28 @@ def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
         for attention in model.attention:
             attention.sink_logit.fill_(80.0)
     assert model.attention_weights(pos, z).abs().max() < 1e-20
+
+
+def test_density_embedding_starts_at_zero_and_learns(ethanol) -> None:
+    """The density embedding leaves the initial energy unchanged, its output map receives gradient,
+    and once that map is non-zero so do its radial network and element vectors."""
+    pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
+    model = small_model(density_embedding=True)
+    density = model.density
+    with torch.no_grad():
+        density.linear.weight.zero_()
+    energy = model(pos, z, batch, n)
+    model.density = None
+    torch.testing.assert_close(energy, model(pos, z, batch, n), rtol=0, atol=0)
+    model.density = density
+    energy.sum().backward()
+    assert density.linear.weight.grad.abs().max() > 0
+    with torch.no_grad():
+        torch.nn.init.normal_(density.linear.weight)
+    model.zero_grad()
+    model(pos, z, batch, n).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().max() > 0 for p in density.radial.parameters())
+    assert density.species.weight.grad[z.unique()].abs().amin(dim=1).max() > 0
 
 
 def test_layer_readouts_start_at_zero_and_learn(ethanol) -> None:

@@ -28,6 +28,7 @@ from geopatra.data.dataset import MolecularDataset
 from geopatra.errors import DataError, ElementError
 from geopatra.models.potential import Potential
 from geopatra.models.transformer.attention import GeometricAttention, PairGeometry, to_dense
+from geopatra.models.transformer.density import AtomicDensity
 from geopatra.models.transformer.embedding import AtomEmbedding, hidden_irreps
 from geopatra.models.transformer.pointwise import EquivariantLayerNorm, GatedFeedForward, NodeTensorProduct
 from geopatra.models.transformer.radial import (
@@ -89,6 +90,9 @@ class GeoPaTra(Potential):
         layer_readouts: add a linear energy readout of the scalars after every layer but the last
             (as MACE does), so the early, low-body-order features reach the energy directly. They
             start at zero: the initial model is the one without them.
+        density_embedding: add each atom's atomic density of all other atoms (per-channel radial
+            functions times spherical harmonics, :class:`AtomicDensity`) to its first features. It
+            starts at zero: the initial model is the one without it.
 
     Step and energy + force times of the options: experiments/results/geopatra_ablation.md.
 
@@ -125,6 +129,7 @@ class GeoPaTra(Potential):
         radial_basis: Literal["gaussian", "bessel"] = "gaussian",
         node_product: int = 0,
         layer_readouts: bool = False,
+        density_embedding: bool = False,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -150,6 +155,7 @@ class GeoPaTra(Potential):
             self.spherical_harmonics = o3.SphericalHarmonics(self.irreps_sh, normalize=False, normalization="component")
             self.num_features = num_features
             self.embedding = AtomEmbedding(self.irreps_node, max_z)
+            self.density = AtomicDensity(self.irreps_node, num_rbf, radial_hidden, max_z) if density_embedding else None
             self.rbf = GaussianRBF(num_rbf, rbf_max) if radial_basis == "gaussian" else BesselRBF(num_rbf, rbf_max)
             self.attention = nn.ModuleList(
                 GeometricAttention(
@@ -193,7 +199,7 @@ class GeoPaTra(Potential):
         """Per-atom energies [n_atoms] in kcal/mol, float64 (they sum to :meth:`forward` per molecule)."""
         pos = pos.to(self.energy_scale.dtype)
         geometry = self.pair_geometry(pos, batch, num_graphs)
-        x = self.embedding(z)
+        x = self.initial_features(z, geometry)
         readout = x.new_zeros(x.shape[0])
         for layer in range(len(self.attention)):
             x = self._layer(layer, x, geometry)
@@ -217,12 +223,18 @@ class GeoPaTra(Potential):
         pos = pos.to(self.energy_scale.dtype)
         batch = torch.zeros(len(z), dtype=torch.long, device=pos.device)
         geometry = self.pair_geometry(pos, batch, 1)
-        x = self.embedding(z)
+        x = self.initial_features(z, geometry)
         weights = []
         for layer, attention in enumerate(self.attention):
             weights.append(attention.attention_weights(self.norm_attention[layer](x), geometry).permute(2, 0, 1))
             x = self._layer(layer, x, geometry)
         return torch.stack(weights)
+
+    def initial_features(self, z: Tensor, geometry: PairGeometry) -> Tensor:
+        """Features [n_atoms, irreps_node.dim] entering the first layer: the element embedding, plus the
+        atomic density of the other atoms (:class:`AtomicDensity`) with ``density_embedding``."""
+        x = self.embedding(z)
+        return x if self.density is None else x + self.density(z, geometry)
 
     def _layer(self, layer: int, x: Tensor, geometry: PairGeometry) -> Tensor:
         """One residual attention + feed-forward layer (pre-norm when ``equivariant_norm``; the node
