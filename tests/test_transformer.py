@@ -293,10 +293,10 @@ def test_density_embedding_starts_at_zero_and_learns(ethanol) -> None:
     """The density embedding leaves the initial energy unchanged, its output map receives gradient,
     and once that map is non-zero so do its radial network and element vectors."""
     pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"]), (ethanol["R"][1], ethanol["z"])])
-    model = small_model(density_embedding=True)
-    density = model.density
+    model = GeoPaTra(**SMALL, dtype="float64", density_embedding=True)  # as built: the density map at zero
     with torch.no_grad():
-        density.linear.weight.zero_()
+        torch.nn.init.normal_(model.readout.net[-1].weight, std=0.5)
+    density = model.density
     energy = model(pos, z, batch, n)
     model.density = None
     torch.testing.assert_close(energy, model(pos, z, batch, n), rtol=0, atol=0)

@@ -76,6 +76,13 @@ class PairGeometry:
     n_max: int
     neighbors: Tensor | None = None
 
+    def per_atom(self, rows: Tensor) -> Tensor:
+        """Per-receiver rows in this layout ([B, N, ...] dense, [n_atoms, 1, ...] neighbour lists) as
+        [n_atoms, ...], in atom order (padding dropped)."""
+        if self.neighbors is None:
+            return rows.reshape(self.num_graphs * self.n_max, *rows.shape[2:])[self.flat_index]
+        return rows[:, 0]
+
 
 def to_dense(x: Tensor, flat_index: Tensor, num_graphs: int, n_max: int) -> Tensor:
     """Scatter per-atom rows [n_atoms, ...] into a zero-padded [num_graphs, n_max, ...] tensor."""
@@ -223,10 +230,7 @@ class GeometricAttention(nn.Module):
             else:
                 args = (q[sl], k, senders, *pair)
             outs.append(checkpoint(function, *args, use_reentrant=False) if use_checkpoint else function(*args))
-        messages = torch.cat(outs, dim=dim)
-        if g.neighbors is None:
-            messages = messages.reshape(g.num_graphs * g.n_max, -1)[g.flat_index]
-        return self.linear_out(messages.reshape(n, -1))
+        return self.linear_out(g.per_atom(torch.cat(outs, dim=dim)))
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, geometry: PairGeometry) -> Tensor:

@@ -63,9 +63,4 @@ class AtomicDensity(nn.Module):
             block = torch.einsum("pcmk,pcms->pcks", weighted[..., start : start + mul], sh)
             pieces.append(block.flatten(-2))  # channel-major, as e3nn lays out an irrep block
             start += mul
-        density = torch.cat(pieces, dim=-1)  # [P, c, irreps.dim]
-        if g.neighbors is None:
-            density = density.reshape(g.num_graphs * g.n_max, -1)[g.flat_index]
-        else:
-            density = density[:, 0]
-        return self.linear(density)
+        return self.linear(g.per_atom(torch.cat(pieces, dim=-1)))  # [P, c, irreps.dim] -> [n_atoms, ...]
