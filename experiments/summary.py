@@ -204,7 +204,7 @@ def main() -> None:
         "Other results: [sgdml_vs_reference.md](sgdml_vs_reference.md), [sgdml_iterative.md](sgdml_iterative.md), "
         "[transformer_scaling.md](transformer_scaling.md), [md_drift.md](md_drift.md), "
         "[md_drift_large.md](md_drift_large.md), [md_drift_round4.md](md_drift_round4.md), "
-        "[long_range.md](long_range.md).", "",
+        "[ef_cost.md](ef_cost.md), [long_range.md](long_range.md).", "",
     ]
     out = args.results_dir / "README.md"
     out.write_text("\n".join(lines))
