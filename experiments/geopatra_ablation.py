@@ -116,14 +116,15 @@ def _ef_times(checkpoint: Path) -> dict[str, float]:
     import torch
     from ase import Atoms
 
+    from experiments.ef_cost import STRUCTURES
     from experiments.transformer_scaling import load_structure
     from geopatra.calculator import GeoPatraCalculator
 
     torch.set_num_threads(1)
+    calc = GeoPatraCalculator(checkpoint)
     out = {}
-    for name in ("Ac-Ala3-NHMe", "DWCNT"):
+    for name in STRUCTURES:
         pos, z, _ = load_structure(name)
-        calc = GeoPatraCalculator(checkpoint)
         out[str(len(z))] = calculator_timing.time_calculator(Atoms(numbers=z, positions=pos), calc, repeats=5,
                                                              md_steps=1)["ef_s"]
     return out
