@@ -69,7 +69,10 @@ class GeopatraCLI(LightningCLI):
         potential = getattr(self.model, "potential", None)
         if config.get("strategy") == "ddp" and potential is not None and not potential.trainable:
             config["strategy"] = SolvedModelDDPStrategy()  # processes share the solve, not gradients
-        return super()._instantiate_trainer(config, callbacks)
+        trainer = super()._instantiate_trainer(config, callbacks)
+        if self.subcommand == "fit":  # refuse before DDP starts processes, which cannot exit cleanly
+            self.model.refuse_unshared_solve(trainer)
+        return trainer
 
 
 def cli_kwargs() -> dict:

@@ -140,12 +140,18 @@ class ForceFieldTask(L.LightningModule):
 
     # --- fit ----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if (not self.potential.trainable and self.trainer.world_size > 1 and stage == "fit"
-                and not isinstance(self.trainer.strategy, SolvedModelDDPStrategy)):
+        if stage == "fit":
+            self.refuse_unshared_solve(self.trainer)
+
+    def refuse_unshared_solve(self, trainer: L.Trainer) -> None:
+        """Raise ConfigurationError if a solved (kernel) model would be fitted on several processes
+        that cannot share its solve. The ``geopatra`` command calls this before any process starts."""
+        if (not self.potential.trainable and trainer.world_size > 1
+                and not isinstance(trainer.strategy, SolvedModelDDPStrategy)):
             raise ConfigurationError(
-                f"{type(self.potential).__name__} is solved, not trained: its {self.trainer.world_size} "
+                f"{type(self.potential).__name__} is solved, not trained: its {trainer.world_size} "
                 "processes share the solve under --trainer.strategy ddp (the geopatra command then uses "
-                f"geopatra.strategy.SolvedModelDDPStrategy), not under {type(self.trainer.strategy).__name__}"
+                f"geopatra.strategy.SolvedModelDDPStrategy), not under {type(trainer.strategy).__name__}"
             )
 
     def on_fit_start(self) -> None:

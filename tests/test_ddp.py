@@ -97,3 +97,5 @@ def test_the_kernel_model_refuses_a_strategy_that_cannot_share_its_solve(tmp_pat
                    "--trainer.default_root_dir", str(tmp_path / "run"))
     assert done.returncode == 2
     assert "error: ConfigurationError:" in done.stderr and "--trainer.strategy ddp" in done.stderr
+    # refused before a second process starts: a process group torn down by an error can abort (SIGABRT)
+    assert "Initializing distributed" not in done.stdout + done.stderr
