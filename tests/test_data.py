@@ -302,3 +302,20 @@ def test_duplicate_geometry_across_splits_is_refused(ethanol):
     split = Split(np.array([2, 3]), np.array([7]), np.array([10]), dup.fingerprint)
     with pytest.raises(SplitError, match=r"frame 7 .*repeats a geometry in the train"):
         check_split(split, dup)
+
+
+def test_pair_distance_range_covers_every_frame_and_is_in_the_summary(data_dir):
+    ds = read_dataset(data_dir / "md22_Ac-Ala3-NHMe_5frames.xyz")
+    R = ds.R.copy()
+    R[3, 0] += 40.0  # one atom of one frame, in the second chunk of two frames, moved far away
+    far = MolecularDataset(R=R, z=ds.z, E=ds.E, F=ds.F)
+    d = np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)
+    off_diagonal = ~np.eye(ds.n_atoms, dtype=bool)
+    expected = (d[:, off_diagonal].min(), d.max())
+    assert far.pair_distance_range(frames_per_chunk=2) == pytest.approx(expected, rel=1e-12)
+    assert far.pair_distance_range()[1] > 40.0 > ds.pair_distance_range()[1]
+    assert f"{expected[1]:.2f} Å" in far.summary()
+    one_atom = MolecularDataset(R=R[:, :1], z=ds.z[:1], E=ds.E, F=ds.F[:, :1])
+    assert "distance" not in one_atom.summary()
+    with pytest.raises(ValueError, match="two atoms"):
+        one_atom.pair_distance_range()

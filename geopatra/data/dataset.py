@@ -92,6 +92,19 @@ class MolecularDataset:
             object.__setattr__(self, "_fingerprint", cached)
         return cached
 
+    def pair_distance_range(self, frames_per_chunk: int = 256) -> tuple[float, float]:
+        """Shortest and largest distance between two atoms over every frame, Å (the largest is the
+        range GeoPaTra's radial basis should resolve: its ``rbf_max``). Needs at least two atoms."""
+        if self.n_atoms < 2:
+            raise ValueError("a pair distance needs at least two atoms")
+        i, j = np.triu_indices(self.n_atoms, k=1)
+        shortest, largest = np.inf, 0.0
+        for start in range(0, self.n_frames, frames_per_chunk):
+            R = self.R[start : start + frames_per_chunk]
+            d = np.linalg.norm(R[:, i] - R[:, j], axis=-1)  # [chunk, pairs]
+            shortest, largest = min(shortest, float(d.min())), max(largest, float(d.max()))
+        return shortest, largest
+
     def subset(self, frames: np.ndarray) -> MolecularDataset:
         """The frames at positions ``frames`` of this dataset; ``indices`` keep pointing into the source."""
         frames = np.asarray(frames, dtype=np.int64)
@@ -120,11 +133,19 @@ class MolecularDataset:
                 f"energy    {self.E.min():.3f} .. {self.E.max():.3f} kcal/mol "
                 f"(std {self.E.std():.3f})",
                 f"|force|   mean {f_norm.mean():.3f}, max {f_norm.max():.3f} kcal/mol/Å",
+                *self._distance_lines(),
                 f"units     file: {self.source_units.length}, {self.source_units.energy}; "
                 f"stored: Å, kcal/mol",
                 f"sha256    {self.fingerprint}",
             ]
         )
+
+    def _distance_lines(self) -> list[str]:
+        if self.n_atoms < 2:
+            return []
+        shortest, largest = self.pair_distance_range()
+        return [f"distance  {shortest:.2f} .. {largest:.2f} Å between two atoms (set GeoPaTra's rbf_max to about "
+                "the largest)"]
 
 
 def _formula(z: np.ndarray) -> str:
