@@ -59,8 +59,10 @@ class GeoPaTra(Potential):
             2 rbf_max / num_rbf): experiments/results/overfit_probe.md.
         rbf_max: range [Å] resolved by the radial basis, [0, rbf_max]. There is no cutoff: pairs
             further apart still attend to each other (with the filter's long-distance limit). Set it
-            to about the largest interatomic distance of the target molecules (20 Å covers MD22's
-            peptides and DHA; the buckyball catcher and nanotubes extend further).
+            to about the largest interatomic distance of the target molecules (``geopatra summary``
+            prints it; 20 Å covers MD22's peptides and DHA; the buckyball catcher and nanotubes
+            extend further), and ``num_rbf`` to keep the resolution: a basis far wider than the
+            molecule fits small molecules worse (experiments/results/overfit_probe.md, variant 27).
         radial_hidden: hidden width of the radial network.
         cutoff: if set [Å], attention weights are multiplied by a cosine envelope that is exactly
             zero beyond ``cutoff``: a local model, for the long-range ablation only.
