@@ -1,7 +1,7 @@
 """The accuracy race: GeoPaTra against MACE at equal wall-clock, sGDML on the same frames.
 
     python -m experiments.accuracy_race --fast                     # smoke test of the pipeline (~5 min)
-    python -m experiments.accuracy_race --cells ala3:200:0 ala3:200:1   # parts of the full race
+    python -m experiments.accuracy_race --cells ethanol:50:0 ethanol:50:1   # parts of the full race
     python -m experiments.accuracy_race                            # every missing cell (about 6 h)
     python -m experiments.accuracy_race --report                   # the report from the rows present
 
@@ -212,6 +212,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     for r in neural:
         latest[(r["data"], r["M"])] = max(latest.get((r["data"], r["M"]), 0), row_round(r))
     raced = [r for r in neural if row_round(r) == latest[(r["data"], r["M"])]]
+    this_round = [r for r in neural if row_round(r) == rounds[0]]
     current = raced + sgdml
     groups = {k: v for k, v in _groups(current).items() if set(v) != {layout.GEOPATRA_SGDML}}
     table_rows, verdicts = _round_table(groups)
@@ -225,9 +226,10 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
         f"Round {rounds[0]}: GeoPaTra with the {ROUNDS[rounds[0]]}."
         + (" Earlier rounds are below." if rounds[1:] else ""),
         "Each (data, M) is shown from the last round that raced it: "
-        + ", ".join(f"{k} M = {m}: round {n}" for (k, m), n in sorted(latest.items())) + ".",
-        f"Runs of this round finished {_finished(raced)}; load average (1 min) before the "
-        "pairs: " + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in raced if 'load_before' in r})) + ".",
+        + ", ".join(f"{k} M = {m}: round {n}" for (k, m), n in sorted(latest.items()))
+        + " (so an earlier round's table below repeats the rows it still stands for).",
+        f"Runs of round {rounds[0]} finished {_finished(this_round)}; load average (1 min) before its pairs: "
+        + ", ".join(sorted({f"{r['load_before'][0]:.2f}" for r in this_round if 'load_before' in r})) + ".",
         "Frames: " + "; ".join(sorted({f"{r['data']} M = {r['M']}: `{r['split_file']}` (train "
                                         f"{r['train_sha']}, test {r['test_sha']})" for r in rows})) + ".",
     ]
@@ -381,6 +383,9 @@ def main() -> None:
         for key, m, seed in todo:
             if key not in PLANS[args.mode]["sizes"] or m not in PLANS[args.mode]["sizes"][key]:
                 parser.error(f"cell {key}:{m}:{seed} is not in the {args.mode} plan")
+            if key not in CURRENT_ROUND_DATA:
+                parser.error(f"round {CURRENT_ROUND} does not change GeoPaTra on {key}: "
+                             "its rows are an earlier round's")
             run_cell(key, m, seed, args.mode, rows_dir, args.work_dir)
     print(write_report(rows_dir, args.results_dir, args.mode))
 

@@ -23,7 +23,7 @@ P = "--model.init_args.potential.init_args."
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's); 16-27 are changes of round 4.
+#: readouts off, so they stay round 3's); 16-28 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -60,7 +60,7 @@ VARIANTS = [
     ("layer readouts, value projection, radial rank 4", [P + "value_projection", "true", P + "radial_rank", "4"]),
     ("layer readouts, value projection, radial rank 2", [P + "value_projection", "true", P + "radial_rank", "2"]),
     ("layer readouts, 32 tensor channels (not 16)", [P + "num_tensor_features", "32"]),
-    # a radial basis fitted to the molecule: ethanol's pairs span 0.9-3.7 Å of round 4's 20 Å
+    # a radial basis fitted to the molecule: ethanol's pairs span 0.9-4.4 Å of round 4's 20 Å
     ("layer readouts, MACE's radial basis (8 Bessel functions to 5 Å)", [P + "num_rbf", "8", P + "rbf_max", "5.0"]),
     ("layer readouts, 14 Bessel functions to 6 Å (round 4's resolution)", [P + "num_rbf", "14", P + "rbf_max", "6.0"]),
     # the peptide's pairs reach 14.9 Å: its basis fitted the same way (largest distance + ~1.5 Å, 0.43 Å per function)
@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "race")
     parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
     args = parser.parse_args()
+    if len(set(args.cores)) != len(args.cores):
+        parser.error(f"--cores must be distinct, got {args.cores}")
     data = bench_data.DATASETS[args.data]
     split = bench_data.nested_splits(data, [args.train], 50, 500, args.work_dir)[args.train]  # the race's split files
     rows_dir = args.results_dir / "overfit_probe"
@@ -134,7 +136,8 @@ def write_report(rows_dir: Path, results: Path) -> Path:
     ax.legend(fontsize=7)
     fig.tight_layout()
     body = ["Each variant changes `configs/geopatra.yaml` as named; the race's split files (50 validation, 500 test "
-            "frames); two runs at a time, each on its own core, one thread. Split files and hashes in the JSON rows.",
+            "frames); at most two runs at a time, each on its own core, one thread (a row's `core` and "
+            "`load_before` say where and beside what it ran). Split files and hashes in the JSON rows.",
             "", *reporting.table(header, table)]
     return reporting.write_report("overfit_probe", None, results, "cpu", "GeoPaTra overfitting probe", body, rows, fig)
 

@@ -33,7 +33,7 @@ SUBCOMMANDS = {
     "test": "test errors, metrics.json and parity.png of a checkpoint (--ckpt_path)",
     "md": "molecular dynamics from a checkpoint, with an energy-conservation and health report",
     "label": "make a dataset: MD of a molecule labelled with GFN2-xTB",
-    "summary": "what a dataset holds (frames, atoms, units, energy and force ranges)",
+    "summary": "what a dataset holds (frames, atoms, units, energy, force and distance ranges)",
     "compare": "test metrics of several run directories side by side",
 }
 #: Exit status of a geopatra error.

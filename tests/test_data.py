@@ -312,7 +312,7 @@ def test_pair_distance_range_covers_every_frame_and_is_in_the_summary(data_dir):
     d = np.linalg.norm(R[:, :, None] - R[:, None], axis=-1)
     off_diagonal = ~np.eye(ds.n_atoms, dtype=bool)
     expected = (d[:, off_diagonal].min(), d.max())
-    assert far.pair_distance_range(frames_per_chunk=2) == pytest.approx(expected, rel=1e-12)
+    assert far.pair_distance_range(pairs_per_chunk=2 * 41 * 42 // 2) == pytest.approx(expected, rel=1e-12)
     assert far.pair_distance_range()[1] > 40.0 > ds.pair_distance_range()[1]
     assert f"{expected[1]:.2f} Å" in far.summary()
     one_atom = MolecularDataset(R=R[:, :1], z=ds.z[:1], E=ds.E, F=ds.F[:, :1])

@@ -92,12 +92,14 @@ class MolecularDataset:
             object.__setattr__(self, "_fingerprint", cached)
         return cached
 
-    def pair_distance_range(self, frames_per_chunk: int = 256) -> tuple[float, float]:
+    def pair_distance_range(self, pairs_per_chunk: int = 2**20) -> tuple[float, float]:
         """Shortest and largest distance between two atoms over every frame, Å (the largest is the
-        range GeoPaTra's radial basis should resolve: its ``rbf_max``). Needs at least two atoms."""
+        range GeoPaTra's radial basis should resolve: its ``rbf_max``). Frames are taken in chunks of
+        about ``pairs_per_chunk`` atom pairs (memory ~100 bytes per pair). Needs at least two atoms."""
         if self.n_atoms < 2:
             raise ValueError("a pair distance needs at least two atoms")
         i, j = np.triu_indices(self.n_atoms, k=1)
+        frames_per_chunk = max(1, pairs_per_chunk // len(i))
         shortest, largest = np.inf, 0.0
         for start in range(0, self.n_frames, frames_per_chunk):
             R = self.R[start : start + frames_per_chunk]
