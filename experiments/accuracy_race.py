@@ -57,10 +57,10 @@ ROUNDS = {
        "overfit_probe variant 27; the peptide (pairs to 14.9 Å) keeps 48 to 20 Å, so only ethanol is raced again",
 }
 CURRENT_ROUND = max(ROUNDS)
-_P = "--model.init_args.potential.init_args."
 #: GeoPaTra's overrides of ``configs/geopatra.yaml`` per data set in the current round (``geopatra summary``
 #: prints a data set's largest interatomic distance).
-GEOPATRA_OVERRIDES = {"ethanol": [_P + "num_rbf", "14", _P + "rbf_max", "6.0"], "ala3": []}
+GEOPATRA_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
+                      "ala3": []}
 #: Data sets whose GeoPaTra config the current round changed: the others keep their last round's rows.
 CURRENT_ROUND_DATA = {"ethanol"}
 MACE_BATCH = 5

@@ -26,7 +26,7 @@ from experiments import timed_runs as tr
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 SHIPPED = layout.EXPERIMENTS / "geopatra_ablation" / "shipped_recipe.yaml"
-P = "--model.init_args.potential.init_args."
+P = layout.POTENTIAL_ARG
 #: (name, overrides): each layer option alone, on the force-field recipe.
 LAYER_STEPS = [
     ("+ radial rank 4, value projection", [P + "radial_rank", "4", P + "value_projection", "true"]),

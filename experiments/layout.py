@@ -15,6 +15,8 @@ MACE_SIDE = "experiments.mace_side"
 #: Model names as they appear in every table.
 GEOPATRA_SGDML, REFERENCE_SGDML, GEOPATRA_NN, MACE = "geopatra-sGDML", "sgdml 1.0.3", "GeoPaTra", "MACE"
 MODELS = (GEOPATRA_SGDML, REFERENCE_SGDML, GEOPATRA_NN, MACE)
+#: Command-line prefix of a potential's constructor argument in a geopatra config (``+ "num_rbf"``).
+POTENTIAL_ARG = "--model.init_args.potential.init_args."
 
 
 def repo_relative(path: Path) -> str:

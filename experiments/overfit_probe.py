@@ -19,7 +19,7 @@ from experiments import bench_data, layout, reporting
 from experiments import timed_runs as tr
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
-P = "--model.init_args.potential.init_args."
+P = layout.POTENTIAL_ARG
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its

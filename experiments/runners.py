@@ -49,7 +49,7 @@ def geopatra_config(kind: str, mode: str) -> tuple[Path, list[str]]:
     and a 3-value σ grid; full: configs/geopatra.yaml, and sGDML with 4 σ and a 40 GiB budget)."""
     if kind == "sgdml":
         cfg = layout.ROOT / "configs" / "sgdml.yaml"
-        prefix = "--model.init_args.potential.init_args."
+        prefix = layout.POTENTIAL_ARG
         if mode == "fast":
             return cfg, [prefix + "sigmas", "[10, 20, 40]"]
         # exact solves up to 40 GiB of dense kernel (Ac-Ala3-NHMe M = 400: 19 GiB) on the GPU
