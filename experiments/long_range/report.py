@@ -5,6 +5,7 @@ Writes ``<results>/long_range.md`` and the figures of :mod:`figures`.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from experiments.long_range.modes import VARIANTS, Mode
 from experiments.long_range.molecules import SMILES
 from experiments.long_range.prepare import paths
 from experiments.long_range.training import MODELS, replicate, run_dir, run_seconds
+from geopatra.task import ForceFieldTask
 
 N_BOOTSTRAP = 2000
 
@@ -246,15 +248,35 @@ def model_settings(mode: Mode) -> dict:
     }
 
 
+def layer_options(potential: dict) -> str:
+    """The GeoPaTra constructor switches that are on, e.g. "layer options: node_invariants, equivariant_norm"."""
+    switches = ("node_invariants", "equivariant_norm", "layer_readouts", "value_projection", "density_embedding")
+    on = [name for name in switches if potential.get(name)]
+    basis = potential.get("radial_basis", "gaussian")
+    return f"{basis} basis, layer options: {', '.join(on) if on else 'none'}"
+
+
+def recipe(task: dict) -> str:
+    """The training recipe of a ForceFieldTask config in a few words (lr, loss weights, scheduler); what the
+    config leaves out takes ForceFieldTask's default."""
+    defaults = {k: v.default for k, v in inspect.signature(ForceFieldTask.__init__).parameters.items()}
+    s = defaults | task
+    normalised = ", normalised" if s["normalize_loss"] else ""
+    optimiser = "AdamW + AMSGrad" if s["amsgrad"] else "AdamW"
+    return (
+        f"{optimiser}, lr {s['lr']}, {s['scheduler']} scheduler, E ({s['energy_loss']}{normalised}) : F = "
+        f"{s['energy_weight']:g} : {s['force_weight']:g}"
+    )
+
+
 def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[str], out: Path) -> None:
     s = model_settings(mode)
     geo, layers = s["geopatra"], s["geopatra"]["num_layers"]
     lab, md = mode.label, mode.label.md
     fast_note = (
         f"These are **fast-mode** numbers ({mode.n_train} training frames, {s['epochs']} epochs, "
-        f"{1 + len(mode.replicate_seeds)} training seeds per GeoPaTra variant, GeoPaTra still improving when "
-        "training stopped): they exercise every stage but are too small to settle the question; the full mode is "
-        "the real test."
+        f"{1 + len(mode.replicate_seeds)} training seeds per GeoPaTra variant): they exercise every stage but are "
+        "too small to settle the question; the full mode is the real test."
         if mode.name == "fast"
         else ""
     )
@@ -296,7 +318,8 @@ def write_markdown(results: dict, attention: dict, mode: Mode, provenance: list[
         "exact solve grows as M³), with the same validation and test frames.",
         f"- GeoPaTra: {geo['num_features']} scalar + {geo['num_tensor_features']} x l≤{geo['lmax']} features, "
         f"{layers} layers, {geo['num_heads']} heads, {geo['num_rbf']} radial functions to {geo['rbf_max']} Å; "
-        f"{s['epochs']} epochs, batch {s['batch_size']}, lr {s['task']['lr']}, seed 0, identical for all variants "
+        f"{layer_options(geo)}; {s['epochs']} epochs, batch {s['batch_size']}, {recipe(s['task'])}, seed 0, "
+        "identical for all variants "
         "(`geopatra_" + mode.name + ".yaml`); only `cutoff` differs. Evaluated at the best validation epoch.",
         f"- Reach of a cutoff model: {layers} layers x cutoff = "
         + ", ".join(f"{layers * c:g} Å (c = {c:g})" for c in VARIANTS.values() if c is not None)
