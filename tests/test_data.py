@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from ase import units as ase_units
@@ -280,6 +282,27 @@ def test_split_file_round_trip(tmp_path, ethanol):
     np.testing.assert_array_equal(back.test, split.test)
     assert back.fingerprint == ethanol.fingerprint and back.seed == 1
     check_split(back, ethanol)
+
+
+def test_two_writers_of_one_split_file_do_not_collide(tmp_path, ethanol, monkeypatch):
+    """Two processes that make the same split at once (e.g. two probe runs started together) each
+    write a temporary file and rename it; a shared temporary name made the second rename fail."""
+    split = make_split(ethanol, 20, 10, 30, seed=1)
+    target = tmp_path / "split.npz"
+    real_replace = os.replace
+    interleaved = []
+
+    def let_the_other_writer_finish_first(src, dst):
+        if not interleaved:  # the other writer saves and renames between our write and our rename
+            interleaved.append(True)
+            split.save(target)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", let_the_other_writer_finish_first)
+    split.save(target)
+    assert interleaved
+    np.testing.assert_array_equal(Split.load(target).train, split.train)
+    assert [f.name for f in tmp_path.iterdir()] == ["split.npz"]  # no temporary file left behind
 
 
 def test_split_errors(ethanol, data_dir):

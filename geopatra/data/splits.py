@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from geopatra.data.dataset import MolecularDataset
+from geopatra.data.npz import write_npz_atomic
 from geopatra.errors import SplitError
 
 
@@ -30,19 +31,10 @@ class Split:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``split.npz`` atomically (overwriting an identical earlier one is fine)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            train=self.train,
-            val=self.val,
-            test=self.test,
-            fingerprint=np.array(self.fingerprint),
-            seed=np.array(-1 if self.seed is None else self.seed),
-        )
-        os.replace(tmp, path)
-        return path
+        arrays = {"train": self.train, "val": self.val, "test": self.test,
+                  "fingerprint": np.array(self.fingerprint),
+                  "seed": np.array(-1 if self.seed is None else self.seed)}
+        return write_npz_atomic(path, arrays, compress=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Split:
@@ -114,17 +106,12 @@ def save_splits(path: str | os.PathLike, splits: Sequence[Split]) -> Path:
     ``molecules`` and ``train_<k>``, ``val_<k>``, ``test_<k>``, ``fingerprint_<k>``, ``seed_<k>``."""
     if len(splits) == 1:
         return splits[0].save(path)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {"molecules": np.array(len(splits))}
     for k, split in enumerate(splits):
         arrays |= {f"train_{k}": split.train, f"val_{k}": split.val, f"test_{k}": split.test,
                    f"fingerprint_{k}": np.array(split.fingerprint),
                    f"seed_{k}": np.array(-1 if split.seed is None else split.seed)}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    return write_npz_atomic(path, arrays, compress=False)
 
 
 def load_splits(path: str | os.PathLike) -> list[Split]:
