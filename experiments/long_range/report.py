@@ -249,7 +249,8 @@ def model_settings(mode: Mode) -> dict:
 
 
 def layer_options(potential: dict) -> str:
-    """The GeoPaTra constructor switches that are on, e.g. "layer options: node_invariants, equivariant_norm"."""
+    """The radial basis and the GeoPaTra layer switches that are on, e.g. "bessel basis, layer options:
+    node_invariants, equivariant_norm" (a config that names no basis gets GeoPaTra's default, Gaussian)."""
     switches = ("node_invariants", "equivariant_norm", "layer_readouts", "value_projection", "density_embedding")
     on = [name for name in switches if potential.get(name)]
     basis = potential.get("radial_basis", "gaussian")
