@@ -17,6 +17,7 @@ from experiments.long_range.modes import VARIANTS, Mode
 from experiments.long_range.molecules import SMILES
 from experiments.long_range.prepare import paths
 from experiments.long_range.training import MODELS, replicate, run_dir, run_seconds
+from geopatra.models.transformer import GeoPaTra
 from geopatra.task import ForceFieldTask
 
 N_BOOTSTRAP = 2000
@@ -248,20 +249,24 @@ def model_settings(mode: Mode) -> dict:
     }
 
 
+def with_defaults(cls: type, init_args: dict) -> dict:
+    """``init_args`` of a config, completed with the defaults of ``cls``'s constructor."""
+    return {k: v.default for k, v in inspect.signature(cls.__init__).parameters.items()} | init_args
+
+
 def layer_options(potential: dict) -> str:
-    """The radial basis and the GeoPaTra layer switches that are on, e.g. "bessel basis, layer options:
-    node_invariants, equivariant_norm" (a config that names no basis gets GeoPaTra's default, Gaussian)."""
-    switches = ("node_invariants", "equivariant_norm", "layer_readouts", "value_projection", "density_embedding")
-    on = [name for name in switches if potential.get(name)]
-    basis = potential.get("radial_basis", "gaussian")
-    return f"{basis} basis, layer options: {', '.join(on) if on else 'none'}"
+    """The radial basis and the GeoPaTra switches that are on (those off by default), e.g. "bessel basis,
+    layer options: node_invariants, equivariant_norm"."""
+    defaults = with_defaults(GeoPaTra, {})
+    s = defaults | potential
+    on = [name for name, default in defaults.items() if default is False and s[name] is True]
+    return f"{s['radial_basis']} basis, layer options: {', '.join(on) if on else 'none'}"
 
 
 def recipe(task: dict) -> str:
     """The training recipe of a ForceFieldTask config in a few words (lr, loss weights, scheduler); what the
     config leaves out takes ForceFieldTask's default."""
-    defaults = {k: v.default for k, v in inspect.signature(ForceFieldTask.__init__).parameters.items()}
-    s = defaults | task
+    s = with_defaults(ForceFieldTask, task)
     normalised = ", normalised" if s["normalize_loss"] else ""
     optimiser = "AdamW + AMSGrad" if s["amsgrad"] else "AdamW"
     return (

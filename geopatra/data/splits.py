@@ -31,10 +31,13 @@ class Split:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``split.npz`` atomically (overwriting an identical earlier one is fine)."""
-        arrays = {"train": self.train, "val": self.val, "test": self.test,
-                  "fingerprint": np.array(self.fingerprint),
-                  "seed": np.array(-1 if self.seed is None else self.seed)}
-        return write_npz_atomic(path, arrays, compress=False)
+        return write_npz_atomic(path, self._arrays(), compress=False)
+
+    def _arrays(self, suffix: str = "") -> dict[str, np.ndarray]:
+        """The npz members of this split, each name followed by ``suffix`` (e.g. ``"_0"``)."""
+        return {f"train{suffix}": self.train, f"val{suffix}": self.val, f"test{suffix}": self.test,
+                f"fingerprint{suffix}": np.array(self.fingerprint),
+                f"seed{suffix}": np.array(-1 if self.seed is None else self.seed)}
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Split:
@@ -108,9 +111,7 @@ def save_splits(path: str | os.PathLike, splits: Sequence[Split]) -> Path:
         return splits[0].save(path)
     arrays: dict[str, np.ndarray] = {"molecules": np.array(len(splits))}
     for k, split in enumerate(splits):
-        arrays |= {f"train_{k}": split.train, f"val_{k}": split.val, f"test_{k}": split.test,
-                   f"fingerprint_{k}": np.array(split.fingerprint),
-                   f"seed_{k}": np.array(-1 if split.seed is None else split.seed)}
+        arrays |= split._arrays(f"_{k}")
     return write_npz_atomic(path, arrays, compress=False)
 
 
