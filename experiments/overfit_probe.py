@@ -23,7 +23,7 @@ P = layout.POTENTIAL_ARG
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's); 16-32 are changes of round 4.
+#: readouts off, so they stay round 3's); 16-35 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -77,6 +77,15 @@ VARIANTS = [
      [P + "num_rbf", "14", P + "rbf_max", "6.0", "--data.batch_size", "8"]),
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels (not 16)",
      [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32"]),
+    # more radial functions per layer: round 5 has one radial weight per head and degree on the value path
+    # (4 heads: 4 radial profiles per degree), MACE one per channel and path
+    ("layer readouts, 14 Bessel functions to 6 Å, atomic density embedding (per-channel radial functions)",
+     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "density_embedding", "true"]),
+    ("layer readouts, 14 Bessel functions to 6 Å, radial rank 4",
+     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "radial_rank", "4"]),
+    # variants 31 and 32 together (each was lower than variant 27 in both seeds at M = 200)
+    ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8",
+     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8"]),
 ]
 
 
