@@ -23,7 +23,7 @@ P = layout.POTENTIAL_ARG
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's); 16-35 are changes of round 4.
+#: readouts off, so they stay round 3's); 16-36 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -86,6 +86,8 @@ VARIANTS = [
     # variants 31 and 32 together (each was lower than variant 27 in both seeds at M = 200)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8",
      [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8"]),
+    ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 16",
+     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "16"]),
 ]
 
 
