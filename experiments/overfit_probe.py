@@ -150,12 +150,15 @@ def write_report(rows_dir: Path, results: Path) -> Path:
               f"{r['train_F_mae_last']:.3f}" if r["train_F_mae_last"] else "—",
               f"{r['test_F_mae'] / r['train_F_mae_last']:.1f}" if r["train_F_mae_last"] else "—",
               f"{r['test_E_mae']:.3f}", r["steps"]] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in rows:
-        if r["curve"]:
-            ax.plot(*zip(*r["curve"]), label=f"{r['data']} M={r['M']} v{r['variant']}: {r['model']}")
-    ax.set(xlabel="training wall time [s] (one core)", ylabel="validation force MAE [kcal/mol/Å]", yscale="log")
-    ax.legend(fontsize=7)
+    panels = sorted({(r["data"], r["M"]) for r in rows if r["curve"]})
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 5), squeeze=False)
+    for ax, (key, m) in zip(axes[0], panels):
+        for r in rows:  # variant names are in the table: the legend gives variant and seed
+            if (r["data"], r["M"]) == (key, m) and r["curve"]:
+                ax.plot(*zip(*r["curve"]), label=f"v{r['variant']} seed {r['seed']}", lw=1)
+        ax.set(title=f"{key}, M = {m}", xlabel="training wall time [s] (one core)", yscale="log")
+        ax.legend(fontsize=6, ncol=2)
+    axes[0][0].set_ylabel("validation force MAE [kcal/mol/Å]")
     fig.tight_layout()
     body = ["Each variant changes `configs/geopatra.yaml` as named; the race's split files (50 validation, 500 test "
             "frames); at most two runs at a time, each on its own core, one thread (a row's `core` and "
