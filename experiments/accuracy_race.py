@@ -66,10 +66,11 @@ CURRENT_ROUND = max(ROUNDS)
 #: interatomic distance).
 BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
                    "ala3": []}
-#: (data, M) with more capacity and frames per step from round 6.
+#: (data, M) with more capacity and frames per step from round 6, and those overrides.
 WIDE_CELLS = {("ethanol", 200)}
+WIDE_OVERRIDES = [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"]
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
-CURRENT_ROUND_CELLS = {("ethanol", 200)}
+CURRENT_ROUND_CELLS = WIDE_CELLS  # round 6 changes exactly the wide cells
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
@@ -88,8 +89,7 @@ def cells(mode: str) -> list[tuple[str, int, int]]:
 
 def geopatra_overrides(key: str, m: int) -> list[str]:
     """GeoPaTra's overrides of ``configs/geopatra.yaml`` on data set ``key`` with M training frames."""
-    wide = [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"]
-    return BASIS_OVERRIDES[key] + (wide if (key, m) in WIDE_CELLS else [])
+    return BASIS_OVERRIDES[key] + (WIDE_OVERRIDES if (key, m) in WIDE_CELLS else [])
 
 
 def row_path(rows_dir: Path, key: str, m: int, seed: int, model: str, race_round: int = CURRENT_ROUND) -> Path:
