@@ -77,6 +77,22 @@ class RunCheckpoint(ModelCheckpoint):
             save_last=True,
         )
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_if_stale(trainer)
+
+    def _save_last_if_stale(self, trainer: L.Trainer) -> None:
+        """Lightning (2.6) writes ``last.ckpt`` only when the best checkpoint changed, so a run whose
+        validation error stopped falling would resume from long ago: write it at every save point."""
+        if not self._should_skip_saving_checkpoint(trainer):  # skipped when this step is saved already
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
 
 class RandomState(Callback):
     """Saves the torch, numpy and Python random states in every checkpoint and restores them when a

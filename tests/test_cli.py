@@ -92,6 +92,23 @@ def test_fit_validate_test_round_trip(kind, tmp_path):
     assert len(split.train) == 24 and len(split.test) == 8
 
 
+@pytest.mark.parametrize("every", ["step", "epoch"])
+def test_last_checkpoint_is_the_last_validation_when_the_error_stops_falling(tmp_path, every):
+    """Learning rate 0: the validation error never improves after the first validation, so the best
+    checkpoint stays at the first; last.ckpt must still hold the last step (6 steps, 24 frames, batch 4)."""
+    import torch
+
+    run = tmp_path / "run"
+    schedule = (["--trainer.val_check_interval", "2", "--trainer.check_val_every_n_epoch", "null",
+                 "--trainer.max_epochs", "1"] if every == "step" else ["--trainer.max_epochs", "2"])
+    _cli("fit", "--config", str(TINY["geopatra"]), "--data.path", DATA, "--trainer.default_root_dir", str(run),
+         "--model.init_args.lr", "0.0", "--model.init_args.min_lr", "0.0", *schedule)
+    steps = {"step": 6, "epoch": 12}[every]
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    assert torch.load(best, map_location="cpu", weights_only=False)["global_step"] < steps  # no improvement
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == steps
+
+
 @pytest.mark.slow
 def test_leakage_guard_refuses_training_frames(tmp_path, capsys):
     from geopatra.errors import SplitError
