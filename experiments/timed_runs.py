@@ -107,7 +107,7 @@ def geopatra_row(name: str, data: bench_data.BenchData, split_file: Path, run_di
     environments.run_checked(["taskset", "-c", str(core), *test], environments.thread_env(1), run_dir / "test.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     logged = _metrics_columns(run_dir)
-    steps = _global_step(run_dir / "checkpoints" / "last.ckpt")
+    steps = steps_done(run_dir, logged)
     train_f = logged.get("train/force_mae_kcal_mol_A", [])
     return {
         "model": name, "data": data.key, "M": facts["n_train"], **facts, "split_seed": facts["seed"], "seed": seed,
@@ -119,6 +119,13 @@ def geopatra_row(name: str, data: bench_data.BenchData, split_file: Path, run_di
         "curve": runners.elapsed_curve(run_dir), "checkpoint": layout.repo_relative(ckpts[-1]), "core": core,
         "config": layout.repo_relative(config), "overrides": " ".join(overrides),
     }
+
+
+def steps_done(run_dir: Path, logged: dict[str, list[float]]) -> int:
+    """Optimiser steps of a fit: its last checkpoint's, or past the last step logged in metrics.csv when that
+    is later (a fit stopped by its timer after its last validation; before geopatra wrote ``last.ckpt`` at
+    every validation, Lightning 2.6 kept it at the best validation)."""
+    return max(_global_step(run_dir / "checkpoints" / "last.ckpt"), int(max(logged.get("step", [-1]))) + 1)
 
 
 def _global_step(checkpoint: Path) -> int:
