@@ -94,14 +94,19 @@ def test_fit_validate_test_round_trip(kind, tmp_path):
 
 @pytest.mark.parametrize("every", ["step", "epoch"])
 def test_last_checkpoint_is_the_last_validation_when_the_error_stops_falling(tmp_path, every):
-    """Learning rate 0: the validation error never improves after the first validation, so the best
-    checkpoint stays at the first; last.ckpt must still hold the last step (6 steps, 24 frames, batch 4)."""
+    """Learning rate 0 and EMA decay 0 (the average is the weights, bit for bit): every validation error is
+    the same, so the best checkpoint stays at the first; last.ckpt must still hold the last step (6 steps
+    per epoch: 24 frames, batch 4)."""
     import torch
 
+    config = tmp_path / "tiny.yaml"
+    text = TINY["geopatra"].read_text()
+    assert text.count("decay: 0.9\n") == 1
+    config.write_text(text.replace("decay: 0.9\n", "decay: 0.0\n"))
     run = tmp_path / "run"
     schedule = (["--trainer.val_check_interval", "2", "--trainer.check_val_every_n_epoch", "null",
                  "--trainer.max_epochs", "1"] if every == "step" else ["--trainer.max_epochs", "2"])
-    _cli("fit", "--config", str(TINY["geopatra"]), "--data.path", DATA, "--trainer.default_root_dir", str(run),
+    _cli("fit", "--config", str(config), "--data.path", DATA, "--trainer.default_root_dir", str(run),
          "--model.init_args.lr", "0.0", "--model.init_args.min_lr", "0.0", *schedule)
     steps = {"step": 6, "epoch": 12}[every]
     (best,) = (run / "checkpoints").glob("best-*.ckpt")
