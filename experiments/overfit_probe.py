@@ -20,6 +20,10 @@ from experiments import timed_runs as tr
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 P = layout.POTENTIAL_ARG
+#: round 5's radial basis on ethanol (its pairs reach 4.4 Å), round 6's width and batch, MACE's learning rate
+ETHANOL_BASIS = [P + "num_rbf", "14", P + "rbf_max", "6.0"]
+WIDE = [P + "num_tensor_features", "32", "--data.batch_size", "8"]
+MACE_LR = ["--model.init_args.lr", "1.0e-2"]
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
@@ -62,54 +66,51 @@ VARIANTS = [
     ("layer readouts, 32 tensor channels (not 16)", [P + "num_tensor_features", "32"]),
     # a radial basis fitted to the molecule: ethanol's pairs span 0.9-4.4 Å of round 4's 20 Å
     ("layer readouts, MACE's radial basis (8 Bessel functions to 5 Å)", [P + "num_rbf", "8", P + "rbf_max", "5.0"]),
-    ("layer readouts, 14 Bessel functions to 6 Å (round 4's resolution)", [P + "num_rbf", "14", P + "rbf_max", "6.0"]),
+    ("layer readouts, 14 Bessel functions to 6 Å (round 4's resolution)", ETHANOL_BASIS),
     # the peptide's pairs reach 14.9 Å: its basis fitted the same way (largest distance + ~1.5 Å, 0.43 Å per function)
     ("layer readouts, 37 Bessel functions to 16 Å (round 4's resolution)",
      [P + "num_rbf", "37", P + "rbf_max", "16.0"]),
     # round 5 on ethanol (variant 27) with the two value-path changes that were lower than round 4 in seed 1
     ("layer readouts, 14 Bessel functions to 6 Å, value projection, radial rank 2",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "value_projection", "true", P + "radial_rank", "2"]),
+     [*ETHANOL_BASIS, P + "value_projection", "true", P + "radial_rank", "2"]),
     # round 5 on ethanol (variant 27) where it underfits (M = 200: training force MAE 0.30 after the race's
     # 20 min, near MACE's test error): a node-level many-body product, more frames per second, wider tensors
     ("layer readouts, 14 Bessel functions to 6 Å, node tensor product, 16 channels",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "node_product", "16"]),
+     [*ETHANOL_BASIS, P + "node_product", "16"]),
     ("layer readouts, 14 Bessel functions to 6 Å, batch 8 (not 4)",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", "--data.batch_size", "8"]),
+     [*ETHANOL_BASIS, "--data.batch_size", "8"]),
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels (not 16)",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32"]),
+     [*ETHANOL_BASIS, P + "num_tensor_features", "32"]),
     # more radial functions per layer: round 5 has one radial weight per head and degree on the value path
     # (4 heads: 4 radial profiles per degree), MACE one per channel and path
     ("layer readouts, 14 Bessel functions to 6 Å, atomic density embedding (per-channel radial functions)",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "density_embedding", "true"]),
+     [*ETHANOL_BASIS, P + "density_embedding", "true"]),
     ("layer readouts, 14 Bessel functions to 6 Å, radial rank 4",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "radial_rank", "4"]),
+     [*ETHANOL_BASIS, P + "radial_rank", "4"]),
     # variants 31 and 32 together (each was lower than variant 27 in both seeds at M = 200)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8"]),
+     [*ETHANOL_BASIS, *WIDE]),
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 16",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "16"]),
+     [*ETHANOL_BASIS, P + "num_tensor_features", "32", "--data.batch_size", "16"]),
     # variant 35 with each of the two radial-diversity changes (33, 34) that were lower than 27 in seed 1
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, radial rank 4",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8",
-      P + "radial_rank", "4"]),
+     [*ETHANOL_BASIS, *WIDE, P + "radial_rank", "4"]),
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, atomic density embedding",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8",
-      P + "density_embedding", "true"]),
+     [*ETHANOL_BASIS, *WIDE, P + "density_embedding", "true"]),
     # variant 35's width and batch on the peptide's basis (round 4 there): the peptide at M = 200 underfits too
     # (race training force MAE 0.76 after 20 min, test 0.94)
-    ("layer readouts, 32 tensor channels, batch 8", [P + "num_tensor_features", "32", "--data.batch_size", "8"]),
+    ("layer readouts, 32 tensor channels, batch 8", WIDE),
     # a larger step where training is still far from converged at the budget (training force MAE near the
     # test one): variant 35 with the learning rate doubled with its batch, round 4 on the peptide with
     # MACE's rate (variant 11, 1e-2, was lower than 3e-3 on the peptide at M = 200 in round 2)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 6e-3",
-     [P + "num_rbf", "14", P + "rbf_max", "6.0", P + "num_tensor_features", "32", "--data.batch_size", "8",
-      "--model.init_args.lr", "6.0e-3"]),
-    ("layer readouts, learning rate 1e-2 (MACE's)", ["--model.init_args.lr", "1.0e-2"]),
+     [*ETHANOL_BASIS, *WIDE, "--model.init_args.lr", "6.0e-3"]),
+    ("layer readouts, learning rate 1e-2 (MACE's)", MACE_LR),
     # variant 41 diverged in the race's seed 2 (training loss 17 -> 2e4 by step 1,000): a longer warm-up, a tighter clip
     ("layer readouts, learning rate 1e-2, warm-up 1,000 steps (not 200)",
-     ["--model.init_args.lr", "1.0e-2", "--model.init_args.warmup_steps", "1000"]),
+     [*MACE_LR, "--model.init_args.warmup_steps", "1000"]),
     ("layer readouts, learning rate 1e-2, gradient clip 1 (not 10)",
-     ["--model.init_args.lr", "1.0e-2", "--trainer.gradient_clip_val", "1.0"]),
+     [*MACE_LR, "--trainer.gradient_clip_val", "1.0"]),
 ]
 
 
