@@ -7,7 +7,7 @@
 
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
-1e-2 on the peptide at M = 200 from round 7: ``geopatra_overrides``) and MACE (32 channels,
+1e-2 with query/key layer norms on the peptide at M = 200 from round 8: ``geopatra_overrides``) and MACE (32 channels,
 L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
@@ -64,6 +64,11 @@ ROUNDS = {
        "0.76, test 0.94 after 20 min), MACE's learning rate 1e-2 (not 3e-3), overfit_probe variant 41 (-13 % at "
        "10 min, seed 1); it diverged in seed 2 (training loss from 17 to 2e4 by step 1,000), so it is not shipped and "
        "round 4 stays the peptide's recipe",
+    8: "round 6's recipes and, on the peptide at M = 200 only, MACE's learning rate 1e-2 with queries and keys "
+       "layer-normalised per head (`qk_norm`): round 7's divergence was attention logit growth (layer 2's largest "
+       "content logit 586 before it, 11-15 in stable runs; its heads collapsed to one sender), overfit_probe "
+       "variant 44 (0.917 / 0.914 in seeds 1 / 2 at 10 min, round 4 1.016 / 1.049; stable in the seed where "
+       "round 7 diverged)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
@@ -71,10 +76,10 @@ CURRENT_ROUND = max(ROUNDS)
 BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
                    "ala3": []}
 #: overrides on top of the basis for single (data, M): where the model still underfits at T, a wider model
-#: and more frames per step (round 6, ethanol) or a larger learning rate (round 7, the peptide).
+#: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (round 8, the peptide).
 CELL_OVERRIDES = {
     ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"],
-    ("ala3", 200): ["--model.init_args.lr", "1.0e-2"],
+    ("ala3", 200): ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"],
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
 CURRENT_ROUND_CELLS = {("ala3", 200)}

@@ -58,6 +58,7 @@ VARIANTS = {
     "channel_filter": {"logit_filter": "channel"},
     "softmax_sink": {"attention_normalization": "softmax_sink"},
     "silu": {"attention_normalization": "silu"},
+    "qk_norm": {"qk_norm": True},
     "node_invariants": {"node_invariants": True},
     "equivariant_norm": {"equivariant_norm": True},
     "bessel": {"radial_basis": "bessel"},
@@ -65,8 +66,8 @@ VARIANTS = {
     "layer_readouts": {"layer_readouts": True},
     "density_embedding": {"density_embedding": True},
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
-            "attention_normalization": "softmax_sink", "node_invariants": True, "equivariant_norm": True,
-            "node_product": 4, "layer_readouts": True, "density_embedding": True},
+            "attention_normalization": "softmax_sink", "qk_norm": True, "node_invariants": True,
+            "equivariant_norm": True, "node_product": 4, "layer_readouts": True, "density_embedding": True},
 }
 
 
@@ -287,6 +288,26 @@ def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:
         for attention in model.attention:
             attention.sink_logit.fill_(80.0)
     assert model.attention_weights(pos, z).abs().max() < 1e-20
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_qk_norm_keeps_attention_when_the_projections_grow(ethanol, qk_norm: bool) -> None:
+    """Query and key projections 30 times larger (the logit growth of a diverging run) sharpen every
+    softmax to nearly one sender without qk_norm; with it the weights stay those of the unscaled model
+    (up to the layer norms' epsilon)."""
+    model = small_model(qk_norm=qk_norm)
+    pos, z = torch.tensor(ethanol["R"][0]), torch.tensor(ethanol["z"], dtype=torch.long)
+    before = model.attention_weights(pos, z)
+    with torch.no_grad():
+        for attention in model.attention:
+            for linear in (attention.query, attention.key):
+                linear.weight.mul_(30.0)
+                linear.bias.mul_(30.0)
+    change = (model.attention_weights(pos, z) - before).abs().max()
+    if qk_norm:
+        assert change < 1e-3
+    else:
+        assert change > 0.3
 
 
 def test_density_embedding_starts_at_zero_and_learns(ethanol) -> None:

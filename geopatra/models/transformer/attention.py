@@ -7,8 +7,9 @@ Attention of receiving atom i to atom j (same molecule), per head h:
            or env(r_ij) silu(logit_ijh) / n_i                                            (silu, n_i senders)
     m_i       = sum_k c_k * sum_j alpha_ijh  TP(v_j, Y(r_ij / |r_ij|); w_hkl(r_ij))   (channels of head h)
 
-``q`` and ``k`` are linear in the scalar features; ``gamma_h >= 0`` is a learned distance decay per head
-(initialised from 0.1 to 3 per Å over the heads, so some heads start local and some global); ``phi``
+``q`` and ``k`` are linear in the scalar features (with ``qk_norm``, then layer-normalised per head);
+``gamma_h >= 0`` is a learned distance decay per head (initialised from 0.1 to 3 per Å over the heads,
+so some heads start local and some global); ``phi``
 (a distance filter: one scalar per head, or one per query/key channel with
 ``logit_filter="channel"``), ``b`` (a distance bias) and ``w`` come from a network of a radial basis
 with no cutoff. The softmax may have a learned null key s_h per head (``"softmax_sink"``: the weights
@@ -132,6 +133,7 @@ class GeometricAttention(nn.Module):
         value_projection: bool = False,
         logit_filter: Literal["head", "channel"] = "head",
         normalization: Literal["softmax", "softmax_sink", "silu"] = "softmax",
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         if radial_rank < 1:
@@ -154,6 +156,10 @@ class GeometricAttention(nn.Module):
         self.norm = nn.LayerNorm(self.num_scalars)
         self.query = nn.Linear(self.num_scalars, self.num_scalars)
         self.key = nn.Linear(self.num_scalars, self.num_scalars)
+        # per-head layer norms of queries and keys: |q . k| / sqrt(d) stays near sqrt(d) times their gains,
+        # which bounds the content logits against the growth that collapses the softmax at a large step
+        self.query_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
+        self.key_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         # 0.1 to 3 per Å: the most local head starts focused on bonded neighbours, the widest sees the molecule
         decay = torch.logspace(math.log10(0.1), math.log10(3.0), num_heads) if num_heads > 1 else torch.tensor([0.5])
         self.decay_raw = nn.Parameter(torch.log(torch.expm1(decay)))  # softplus^-1: gamma = softplus(raw) [1/Å]
@@ -200,7 +206,10 @@ class GeometricAttention(nn.Module):
         """Queries and keys [n_atoms, H, d] from the (layer-normalised) scalar features of x."""
         shape = (x.shape[0], self.num_heads, self.head_dim)
         s = self.norm(x[:, : self.num_scalars])
-        return self.query(s).view(shape), self.key(s).view(shape)
+        q, k = self.query(s).view(shape), self.key(s).view(shape)
+        if self.query_norm is not None:
+            q, k = self.query_norm(q), self.key_norm(k)
+        return q, k
 
     def forward(self, x: Tensor, geometry: PairGeometry) -> Tensor:
         n, H = x.shape[0], self.num_heads

@@ -82,6 +82,9 @@ class GeoPaTra(Potential):
             per query/key ``"channel"``.
         attention_normalization: ``"softmax"``, ``"softmax_sink"`` (a learned null key per head, so the
             weights can all vanish) or ``"silu"`` (unnormalised). None of them has a cutoff.
+        qk_norm: a layer norm per head on the queries and on the keys, so that the content part of the
+            attention logits cannot grow with the size of the projections (the growth that collapses
+            the softmax to one sender and diverges training at a large learning rate).
         node_invariants: feed the squared norms of each atom's l > 0 channels to its feed-forward.
         equivariant_norm: an equivariant layer norm before attention and before the feed-forward.
         node_product: channels of a node-level tensor product of each atom's features with themselves
@@ -126,6 +129,7 @@ class GeoPaTra(Potential):
         value_projection: bool = False,
         logit_filter: Literal["head", "channel"] = "head",
         attention_normalization: Literal["softmax", "softmax_sink", "silu"] = "softmax",
+        qk_norm: bool = False,
         node_invariants: bool = False,
         equivariant_norm: bool = False,
         radial_basis: Literal["gaussian", "bessel"] = "gaussian",
@@ -163,7 +167,7 @@ class GeoPaTra(Potential):
                 GeometricAttention(
                     self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size,
                     radial_rank=radial_rank, value_projection=value_projection, logit_filter=logit_filter,
-                    normalization=attention_normalization,
+                    normalization=attention_normalization, qk_norm=qk_norm,
                 )
                 for _ in range(num_layers)
             )
