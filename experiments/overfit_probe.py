@@ -27,7 +27,7 @@ MACE_LR = ["--model.init_args.lr", "1.0e-2"]
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's); 16-44 are changes of round 4.
+#: readouts off, so they stay round 3's); 16-45 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -114,6 +114,9 @@ VARIANTS = [
     # variants 41-43 diverged where layer 2's content logits grew (max |phi q.k / sqrt d| 586 at the last good
     # checkpoint, 11-15 in stable runs; its heads collapsed to one sender): queries and keys layer-normalised
     ("layer readouts, learning rate 1e-2, query/key layer norm", [*MACE_LR, P + "qk_norm", "true"]),
+    # variant 44 on ethanol at M = 200 (round 6 there, variant 35; its 6e-3 without the norms, 40, was noise)
+    ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
+     "query/key layer norm", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true"]),
 ]
 
 

@@ -92,7 +92,9 @@ def load_weights_for_fine_tuning(potential: Potential, path: str | os.PathLike, 
             f"{path}: a {record.class_path} checkpoint; the model to fine-tune is "
             f"{type(potential).__module__}.{type(potential).__qualname__}"
         )
-    ours, theirs = dict(potential.init_args), dict(record.init_args)
+    # the rebuilt model's arguments, not the record's: an argument added after the checkpoint was
+    # written is absent from its record and takes its default there, as it does here
+    ours, theirs = dict(potential.init_args), dict(source.init_args)
     not_architecture = {"pair_chunk_size", "dtype"}  # how it computes, not what it computes
     differ = sorted(k for k in (set(ours) | set(theirs)) - not_architecture if ours.get(k) != theirs.get(k))
     if differ:

@@ -50,6 +50,22 @@ def test_wrong_architecture_elements_or_kind_are_refused(ethanol_checkpoint):
         load_weights_for_fine_tuning(SGDML(), ethanol_checkpoint, [1, 6, 8])
 
 
+def test_checkpoint_older_than_an_architecture_option_is_fine_tuned(ethanol_checkpoint, tmp_path):
+    """A checkpoint written before an option existed (its record lacks ``qk_norm``) has that option's
+    default, so it fine-tunes a model built with the default and is refused by one without it."""
+    checkpoint = torch.load(ethanol_checkpoint, weights_only=False)
+    del checkpoint["geopatra"]["init_args"]["qk_norm"]
+    older = tmp_path / "older.ckpt"
+    torch.save(checkpoint, older)
+    fresh = GeoPaTra(**TINY_ARCH)
+    load_weights_for_fine_tuning(fresh, older, [1, 6, 8])
+    source, _ = load_potential(ethanol_checkpoint)
+    for (name, a), b in zip(fresh.state_dict().items(), source.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(CheckpointError, match="qk_norm: False in the checkpoint, True here"):
+        load_weights_for_fine_tuning(GeoPaTra(**TINY_ARCH, qk_norm=True), older, [1, 6, 8])
+
+
 def test_fine_tuning_run_starts_from_the_checkpoint(ethanol_checkpoint, tmp_path):
     """A new run on other data (rMD17 ethanol, extxyz in kcal/mol) from the checkpoint: with a zero
     learning rate its weights stay the checkpoint's; the record names the new data."""

@@ -273,6 +273,8 @@ def test_invalid_arguments() -> None:
         GeoPaTra(**SMALL, logit_filter="pair")
     with pytest.raises(ValueError, match="normalization"):
         GeoPaTra(**SMALL, attention_normalization="sparsemax")
+    with pytest.raises(ValueError, match="qk_norm needs >= 2 scalar channels per head"):
+        GeoPaTra(**{**SMALL, "num_features": 2}, qk_norm=True)
     with pytest.raises(ValueError, match="radial_basis"):
         GeoPaTra(**SMALL, radial_basis="chebyshev")
     with pytest.raises(ValueError, match="one block per degree"):

@@ -151,13 +151,16 @@ class GeometricAttention(nn.Module):
                 raise ValueError(f"multiplicity {mul} of {ir} must be divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = self.num_scalars // num_heads
+        if qk_norm and self.head_dim < 2:
+            raise ValueError(f"qk_norm needs >= 2 scalar channels per head (a layer norm of one channel is "
+                             f"constant), got {self.num_scalars} over {num_heads} heads")
         self.lmax_sh = lmax_sh
         self.pair_chunk_size = pair_chunk_size
         self.norm = nn.LayerNorm(self.num_scalars)
         self.query = nn.Linear(self.num_scalars, self.num_scalars)
         self.key = nn.Linear(self.num_scalars, self.num_scalars)
-        # per-head layer norms of queries and keys: |q . k| / sqrt(d) stays near sqrt(d) times their gains,
-        # which bounds the content logits against the growth that collapses the softmax at a large step
+        # per-head layer norms of queries and keys: |q . k| / sqrt(d) <= sqrt(d) g_q g_k (their gains), a bound
+        # on the content logits against the growth that collapses the softmax at a large step
         self.query_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         self.key_norm = nn.LayerNorm(self.head_dim) if qk_norm else None
         # 0.1 to 3 per Å: the most local head starts focused on bonded neighbours, the widest sees the molecule
@@ -203,7 +206,8 @@ class GeometricAttention(nn.Module):
             )
 
     def queries_and_keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Queries and keys [n_atoms, H, d] from the (layer-normalised) scalar features of x."""
+        """Queries and keys [n_atoms, H, d] from the (layer-normalised) scalar features of x; with
+        ``qk_norm`` each head's query and key are layer-normalised too."""
         shape = (x.shape[0], self.num_heads, self.head_dim)
         s = self.norm(x[:, : self.num_scalars])
         q, k = self.query(s).view(shape), self.key(s).view(shape)
