@@ -7,7 +7,8 @@
 
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
-1e-2 with query/key layer norms on the peptide at M = 200 from round 8: ``geopatra_overrides``) and MACE (32 channels,
+1e-2 with query/key layer norms on the peptide at M = 200 from round 8 and at M = 50 from round 9:
+``geopatra_overrides``) and MACE (32 channels,
 L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
@@ -69,6 +70,8 @@ ROUNDS = {
        "content logit 586 before it, 11-15 in stable runs; its heads collapsed to one sender), overfit_probe "
        "variant 44 (0.917 / 0.914 in seeds 1 / 2 at 10 min, round 4 1.016 / 1.049; stable in the seed where "
        "round 7 diverged)",
+    9: "round 8's recipes and round 8's peptide recipe (learning rate 1e-2, `qk_norm`) at M = 50 too, "
+       "overfit_probe variant 44 at M = 50 (1.216 against round 4's 1.353 at 10 min, seed 1)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
@@ -79,10 +82,11 @@ BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.PO
 #: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (round 8, the peptide).
 CELL_OVERRIDES = {
     ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"],
+    ("ala3", 50): ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"],
     ("ala3", 200): ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"],
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
-CURRENT_ROUND_CELLS = {("ala3", 200)}
+CURRENT_ROUND_CELLS = {("ala3", 50)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
