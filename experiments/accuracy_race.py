@@ -80,10 +80,12 @@ BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.PO
                    "ala3": []}
 #: overrides on top of the basis for single (data, M): where the model still underfits at T, a wider model
 #: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (round 8, the peptide).
+#: round 8's peptide recipe: MACE's learning rate, stable with the query/key layer norms
+PEPTIDE_LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
 CELL_OVERRIDES = {
     ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"],
-    ("ala3", 50): ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"],
-    ("ala3", 200): ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"],
+    ("ala3", 50): PEPTIDE_LARGE_STEP,
+    ("ala3", 200): PEPTIDE_LARGE_STEP,
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
 CURRENT_ROUND_CELLS = {("ala3", 50)}

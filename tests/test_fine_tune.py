@@ -31,12 +31,17 @@ def ethanol_checkpoint(tmp_path_factory) -> Path:
     return run / "checkpoints" / "last.ckpt"
 
 
+def _assert_weights_of(potential: GeoPaTra, checkpoint: Path) -> None:
+    """Every tensor of ``potential``'s state dict equals the checkpoint's, bit for bit."""
+    source, _ = load_potential(checkpoint)
+    for (name, a), b in zip(potential.state_dict().items(), source.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_weights_are_copied(ethanol_checkpoint):
-    source, _ = load_potential(ethanol_checkpoint)
     fresh = GeoPaTra(**TINY_ARCH)
     load_weights_for_fine_tuning(fresh, ethanol_checkpoint, [1, 6, 8])
-    for (name, a), b in zip(fresh.state_dict().items(), source.state_dict().values()):
-        assert torch.equal(a, b), name
+    _assert_weights_of(fresh, ethanol_checkpoint)
 
 
 def test_wrong_architecture_elements_or_kind_are_refused(ethanol_checkpoint):
@@ -59,9 +64,7 @@ def test_checkpoint_older_than_an_architecture_option_is_fine_tuned(ethanol_chec
     torch.save(checkpoint, older)
     fresh = GeoPaTra(**TINY_ARCH)
     load_weights_for_fine_tuning(fresh, older, [1, 6, 8])
-    source, _ = load_potential(ethanol_checkpoint)
-    for (name, a), b in zip(fresh.state_dict().items(), source.state_dict().values()):
-        assert torch.equal(a, b), name
+    _assert_weights_of(fresh, ethanol_checkpoint)
     with pytest.raises(CheckpointError, match="qk_norm: False in the checkpoint, True here"):
         load_weights_for_fine_tuning(GeoPaTra(**TINY_ARCH, qk_norm=True), older, [1, 6, 8])
 
