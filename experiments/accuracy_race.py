@@ -72,6 +72,9 @@ ROUNDS = {
        "round 7 diverged)",
     9: "round 8's recipes and round 8's peptide recipe (learning rate 1e-2, `qk_norm`) at M = 50 too, "
        "overfit_probe variant 44 at M = 50 (1.216 against round 4's 1.353 at 10 min, seed 1)",
+    10: "round 9's recipes and, on ethanol at M = 200, round 6's recipe there with the peptide's large step "
+        "(learning rate 1e-2, `qk_norm`), overfit_probe variant 45 (0.512 / 0.477 in seeds 1 / 2 at 10 min, "
+        "round 6 0.545 / 0.575)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
@@ -79,16 +82,16 @@ CURRENT_ROUND = max(ROUNDS)
 BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
                    "ala3": []}
 #: overrides on top of the basis for single (data, M): where the model still underfits at T, a wider model
-#: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (round 8, the peptide).
-#: round 8's peptide recipe: MACE's learning rate, stable with the query/key layer norms
-PEPTIDE_LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
+#: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (rounds 8 and 9, the
+#: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms.
+LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
 CELL_OVERRIDES = {
-    ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8"],
-    ("ala3", 50): PEPTIDE_LARGE_STEP,
-    ("ala3", 200): PEPTIDE_LARGE_STEP,
+    ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8", *LARGE_STEP],
+    ("ala3", 50): LARGE_STEP,
+    ("ala3", 200): LARGE_STEP,
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
-CURRENT_ROUND_CELLS = {("ala3", 50)}
+CURRENT_ROUND_CELLS = {("ethanol", 200)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
