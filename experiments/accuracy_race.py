@@ -217,13 +217,28 @@ def save(path: Path, row: dict) -> None:
 # ------------------------------------------------------------------------------------- report ----
 
 
-def energy_std(key: str, split_file: str) -> float:
-    """Standard deviation [kcal/mol] of the test frames' energies."""
+def energy_std(row: dict) -> float:
+    """Standard deviation [kcal/mol] of the energies of a row's test frames.
+
+    A split file missing here (``experiments/work/`` is not committed) is made again from its seed; the
+    frames it names must be the row's (``test_sha``), or this raises.
+    """
     from geopatra.data import read_dataset
 
-    with np.load(layout.ROOT / split_file) as s:
+    path = layout.ROOT / row["split_file"]
+    if not path.exists():  # <work>/splits/<data>/split_v<n_val>_t<n_test>_M<M>.npz
+        bench_data.nested_splits(bench_data.DATASETS[row["data"]], [row["M"]], N_VAL, N_TEST, path.parents[2],
+                                 seed=row.get("split_seed", 0))
+    with np.load(path) as s:
         test = s["test"]
-    return float(np.std(read_dataset(bench_data.DATASETS[key].path).E[test]))
+    if bench_data.index_digest(test) != row["test_sha"]:
+        raise ValueError(f"{path}: its test frames are not the row's ({row['test_sha']})")
+    return float(np.std(read_dataset(bench_data.DATASETS[row["data"]].path).E[test]))
+
+
+def _recipe(row: dict) -> tuple[str, str]:
+    """GeoPaTra's recipe in a row: its config and overrides."""
+    return row["config"], str(row.get("overrides", ""))
 
 
 def stats(values: list[float]) -> tuple[float, float]:
@@ -305,7 +320,7 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
     for (key, m), models in sorted(groups.items()):
         if set(models) == {layout.GEOPATRA_SGDML}:
             continue  # a (data, M) the round has not raced
-        std = energy_std(key, next(iter(models.values()))[0]["split_file"])
+        std = energy_std(next(iter(models.values()))[0])
         mean_f = {name: stats([r["test_F_mae"] for r in rs]) for name, rs in models.items()}
         for name in (layout.GEOPATRA_NN, layout.MACE, layout.GEOPATRA_SGDML):
             if name not in models:
@@ -348,8 +363,9 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
                             "(target ≤ 0.3).")
     for key in sorted({k for k, _ in groups}):
         f50, f200 = (groups.get((key, m), {}).get(layout.GEOPATRA_NN) for m in (50, 200))
-        if f50 and f200 and {row_round(r) for r in f50} != {row_round(r) for r in f200}:
-            verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) not given: M = 50 and 200 come from different rounds.")
+        if f50 and f200 and {_recipe(r) for r in f50 + f200} != {_recipe(f50[0])}:
+            verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) not given: M = 50 and 200 were raced with different "
+                            "recipes.")
         elif f50 and f200:
             ratio = stats([r["test_F_mae"] for r in f200])[0] / stats([r["test_F_mae"] for r in f50])[0]
             verdicts.append(f"- {key}: GeoPaTra F(200) / F(50) = {ratio:.2f} (target ≤ 0.6).")
