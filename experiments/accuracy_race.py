@@ -7,8 +7,8 @@
 
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
-1e-2 with query/key layer norms on the peptide at M = 200 from round 8 and at M = 50 from round 9:
-``geopatra_overrides``) and MACE (32 channels,
+1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9 and on
+ethanol at M = 200 from round 10: ``geopatra_overrides``) and MACE (32 channels,
 L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
@@ -81,8 +81,8 @@ CURRENT_ROUND = max(ROUNDS)
 #: interatomic distance).
 BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
                    "ala3": []}
-#: overrides on top of the basis for single (data, M): where the model still underfits at T, a wider model
-#: and more frames per step (round 6, ethanol) or a larger, stabilised learning rate (rounds 8 and 9, the
+#: overrides on top of the basis for single (data, M): a wider model and more frames per step where it
+#: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms.
 LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
 CELL_OVERRIDES = {
@@ -236,9 +236,13 @@ def energy_std(row: dict) -> float:
     return float(np.std(read_dataset(bench_data.DATASETS[row["data"]].path).E[test]))
 
 
-def _recipe(row: dict) -> tuple[str, str]:
-    """GeoPaTra's recipe in a row: its config and overrides."""
-    return row["config"], str(row.get("overrides", ""))
+#: rounds 1-4 changed ``configs/geopatra.yaml`` itself; later rounds change only the overrides
+LAST_CONFIG_ROUND = 4
+
+
+def _recipe(row: dict) -> tuple[str, int, str]:
+    """GeoPaTra's recipe in a row: its config (the file as of its round) and overrides."""
+    return row["config"], min(row_round(row), LAST_CONFIG_ROUND), str(row.get("overrides", ""))
 
 
 def stats(values: list[float]) -> tuple[float, float]:

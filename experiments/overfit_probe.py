@@ -117,7 +117,7 @@ VARIANTS = [
     # variant 44 on ethanol at M = 200 (round 6 there, variant 35; its 6e-3 without the norms, 40, was noise)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
      "query/key layer norm", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true"]),
-    # ethanol at M = 50 overfits (round 5, variant 27: training force MAE 0.21 / 0.18, test 1.07 / 1.15 at 10 min):
+    # ethanol at M = 50 overfits (round 5, variant 27: training force MAE 0.21 / 0.17, test 1.07 / 1.15 at 10 min):
     # the two capacity controls that helped most on the config of round 1 (variants 2 and 3, not tried since),
     # MACE's highest degree (max_L 1), and the peptide's round 9 recipe
     ("layer readouts, 14 Bessel functions to 6 Å, weight decay 0.1",
