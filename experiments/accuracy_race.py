@@ -8,7 +8,8 @@
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
 1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9 and on
-ethanol at M = 200 from round 10: ``geopatra_overrides``) and MACE (32 channels,
+ethanol at M = 200 from round 10, lmax 3 on ethanol at M = 50 from round 11: ``geopatra_overrides``) and
+MACE (32 channels,
 L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
 last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
 own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
@@ -75,6 +76,9 @@ ROUNDS = {
     10: "round 9's recipes and, on ethanol at M = 200, round 6's recipe there with the peptide's large step "
         "(learning rate 1e-2, `qk_norm`), overfit_probe variant 45 (0.512 / 0.477 in seeds 1 / 2 at 10 min, "
         "round 6 0.545 / 0.575)",
+    11: "round 10's recipes and, on ethanol at M = 50 (where round 5 overfits: training force MAE 0.07-0.13, test "
+        "1.01-1.09), features and pair harmonics to degree 3 (`lmax` 3, not 2), overfit_probe variant 52 (1.009 / "
+        "1.008 in seeds 3 / 1 at 10 min; round 5, variant 27, 1.226 beside it in seed 3, 1.066 in seed 1)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
@@ -83,15 +87,17 @@ BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.PO
                    "ala3": []}
 #: overrides on top of the basis for single (data, M): a wider model and more frames per step where it
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
-#: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms.
+#: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
+#: higher degrees where the model overfits (round 11, ethanol at M = 50).
 LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
 CELL_OVERRIDES = {
     ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8", *LARGE_STEP],
+    ("ethanol", 50): [layout.POTENTIAL_ARG + "lmax", "3"],
     ("ala3", 50): LARGE_STEP,
     ("ala3", 200): LARGE_STEP,
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
-CURRENT_ROUND_CELLS = {("ethanol", 200)}
+CURRENT_ROUND_CELLS = {("ethanol", 50)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
