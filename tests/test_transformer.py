@@ -65,6 +65,7 @@ VARIANTS = {
     "node_product": {"node_product": 4},
     "layer_readouts": {"layer_readouts": True},
     "density_embedding": {"density_embedding": True},
+    "lmax3": {"lmax": 3},  # features and pair harmonics to degree 3 (the race's ethanol recipe at M = 50)
     "all": {"radial_rank": 2, "value_projection": True, "logit_filter": "channel",
             "attention_normalization": "softmax_sink", "qk_norm": True, "node_invariants": True,
             "equivariant_norm": True, "node_product": 4, "layer_readouts": True, "density_embedding": True},
