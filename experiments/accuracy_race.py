@@ -7,13 +7,12 @@
 
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
-1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9 and on
-ethanol at M = 200 from round 10, lmax 3 on ethanol at M = 50 from round 11: ``geopatra_overrides``) and
-MACE (32 channels,
-L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100, Stage Two for the
-last quarter of its epochs, batch 5) train at the same time for the same budget T, each pinned to its
-own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's timer
-(validation every 200 steps included); MACE is killed at T after its log says training started, and
+1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9, on
+ethanol at M = 200 from round 10 and lmax 3 on ethanol at M = 50 from round 11: ``geopatra_overrides``)
+and MACE (32 channels, L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100,
+Stage Two for the last quarter of its epochs, batch 5) train at the same time for the same budget T, each
+pinned to its own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's
+timer (validation every 200 steps included); MACE is killed at T after its log says training started, and
 gets 5 % more epochs than a calibration run says fit in T, so its Stage Two runs and the kill at T
 ends it. The calibration (3 epochs, right before each cell: the machine's speed drifts between
 sessions) runs on MACE's core beside a GeoPaTra fit on the other, as in the cell, stopped when MACE
@@ -78,7 +77,7 @@ ROUNDS = {
         "round 6 0.545 / 0.575)",
     11: "round 10's recipes and, on ethanol at M = 50 (where round 5 overfits: training force MAE 0.07-0.13, test "
         "1.01-1.09), features and pair harmonics to degree 3 (`lmax` 3, not 2), overfit_probe variant 52 (1.009 / "
-        "1.008 in seeds 3 / 1 at 10 min; round 5, variant 27, 1.226 beside it in seed 3, 1.066 in seed 1)",
+        "1.008 in seeds 3 / 1 at 10 min; round 5, variant 27, 1.226 in the same session in seed 3, 1.066 in seed 1)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest

@@ -50,7 +50,7 @@ def _randomise_outputs(model: GeoPaTra) -> None:
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-#: Each attention-layer option alone and all together: every one must keep the model's contract.
+#: Each model option alone and all together: every one must keep the model's contract.
 VARIANTS = {
     "default": {},
     "radial_rank": {"radial_rank": 3},
@@ -90,7 +90,7 @@ def peptide(request):
 
 class TestGeoPaTraContract(PotentialContract):
     """O(3) with reflections, translation, permutation, batch = single, no cross-frame gradient,
-    finite differences and state-dict round trip, for each attention-layer option."""
+    finite differences and state-dict round trip, for each model option."""
 
     @pytest.fixture(params=list(VARIANTS), ids=list(VARIANTS))
     def potential(self, request) -> GeoPaTra:
