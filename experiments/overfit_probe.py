@@ -27,7 +27,7 @@ MACE_LR = ["--model.init_args.lr", "1.0e-2"]
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
-#: readouts off, so they stay round 3's); 16-53 are changes of round 4.
+#: readouts off, so they stay round 3's); 16-55 are changes of round 4.
 VARIANTS = [
     ("shipped config until round 2 (64 Gaussians)", [P + "radial_basis", "gaussian", P + "num_rbf", "64"]),
     ("16 radial basis functions (not 64)", [P + "num_rbf", "16"]),
@@ -137,6 +137,12 @@ VARIANTS = [
     # the two that were lower than variant 27 in the same session in seed 3 (50: 1.097, 52: 1.009, 27: 1.226), together
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, batch 2",
      [*ETHANOL_BASIS, P + "lmax", "3", "--data.batch_size", "2"]),
+    # lmax 3 (raced as round 11 on ethanol at M = 50) on the other cells' recipes: ethanol at M = 200 (round 10,
+    # variant 45) and the peptide at M = 50 (round 9, variant 44)
+    ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
+     "query/key layer norm, lmax 3", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true", P + "lmax", "3"]),
+    ("layer readouts, learning rate 1e-2, query/key layer norm, lmax 3",
+     [*MACE_LR, P + "qk_norm", "true", P + "lmax", "3"]),
 ]
 
 
