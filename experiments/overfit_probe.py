@@ -24,6 +24,8 @@ P = layout.POTENTIAL_ARG
 ETHANOL_BASIS = [P + "num_rbf", "14", P + "rbf_max", "6.0"]
 WIDE = [P + "num_tensor_features", "32", "--data.batch_size", "8"]
 MACE_LR = ["--model.init_args.lr", "1.0e-2"]
+#: features and pair harmonics to degree 3 (not 2)
+LMAX3 = [P + "lmax", "3"]
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
 #: (0-11 ran before round 3 was shipped, on the config of their day). 0 was the shipped config until the
 #: race's round 2 (64 Gaussians); 10 and 12 are round 3's; 14 is round 4's (12 and 13 now switch its
@@ -133,16 +135,16 @@ VARIANTS = [
     # (at M = 50, batch 8 with 32 tensor channels, variant 35, was worse than batch 4: 1.188 against 1.066)
     ("layer readouts, 14 Bessel functions to 6 Å, batch 2 (not 4)", [*ETHANOL_BASIS, "--data.batch_size", "2"]),
     ("layer readouts, 14 Bessel functions to 6 Å, 4 layers (not 3)", [*ETHANOL_BASIS, P + "num_layers", "4"]),
-    ("layer readouts, 14 Bessel functions to 6 Å, lmax 3 (not 2)", [*ETHANOL_BASIS, P + "lmax", "3"]),
+    ("layer readouts, 14 Bessel functions to 6 Å, lmax 3 (not 2)", [*ETHANOL_BASIS, *LMAX3]),
     # the two that were lower than variant 27 in the same session in seed 3 (50: 1.097, 52: 1.009, 27: 1.226), together
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, batch 2",
-     [*ETHANOL_BASIS, P + "lmax", "3", "--data.batch_size", "2"]),
+     [*ETHANOL_BASIS, *LMAX3, "--data.batch_size", "2"]),
     # lmax 3 (raced as round 11 on ethanol at M = 50) on the other cells' recipes: ethanol at M = 200 (round 10,
     # variant 45) and the peptide at M = 50 (round 9, variant 44)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
-     "query/key layer norm, lmax 3", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true", P + "lmax", "3"]),
+     "query/key layer norm, lmax 3", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true", *LMAX3]),
     ("layer readouts, learning rate 1e-2, query/key layer norm, lmax 3",
-     [*MACE_LR, P + "qk_norm", "true", P + "lmax", "3"]),
+     [*MACE_LR, P + "qk_norm", "true", *LMAX3]),
 ]
 
 
