@@ -8,7 +8,8 @@
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
 1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9, on
-ethanol at M = 200 from round 10 and lmax 3 on ethanol at M = 50 from round 11: ``geopatra_overrides``)
+ethanol at M = 200 from round 10, lmax 3 on ethanol at M = 50 from round 11 and at M = 200 from round 12:
+``geopatra_overrides``)
 and MACE (32 channels, L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100,
 Stage Two for the last quarter of its epochs, batch 5) train at the same time for the same budget T, each
 pinned to its own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's
@@ -78,6 +79,9 @@ ROUNDS = {
     11: "round 10's recipes and, on ethanol at M = 50 (where round 5 overfits: training force MAE 0.07-0.13, test "
         "1.01-1.09), features and pair harmonics to degree 3 (`lmax` 3, not 2), overfit_probe variant 52 (1.009 / "
         "1.008 in seeds 3 / 1 at 10 min; round 5, variant 27, 1.226 in the same session in seed 3, 1.066 in seed 1)",
+    12: "round 11's recipes and, on ethanol at M = 200, round 10's recipe there with features and pair harmonics to "
+        "degree 3 (`lmax` 3), overfit_probe variant 54 (0.475 against round 10's 0.482 at 10 min in seed 3, in 3,647 "
+        "steps against 7,975: still underfitting at 10 min, so raced at 20 min)",
 }
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
@@ -87,16 +91,18 @@ BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.PO
 #: overrides on top of the basis for single (data, M): a wider model and more frames per step where it
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
-#: higher degrees where the model overfits (round 11, ethanol at M = 50).
+#: higher degrees (round 11, ethanol at M = 50, where the model overfits; round 12, ethanol at M = 200).
 LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
+LMAX3 = [layout.POTENTIAL_ARG + "lmax", "3"]
 CELL_OVERRIDES = {
-    ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8", *LARGE_STEP],
-    ("ethanol", 50): [layout.POTENTIAL_ARG + "lmax", "3"],
+    ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8", *LARGE_STEP,
+                       *LMAX3],
+    ("ethanol", 50): LMAX3,
     ("ala3", 50): LARGE_STEP,
     ("ala3", 200): LARGE_STEP,
 }
 #: (data, M) whose GeoPaTra config the current round changed: the others keep their last round's rows.
-CURRENT_ROUND_CELLS = {("ethanol", 50)}
+CURRENT_ROUND_CELLS = {("ethanol", 200)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
