@@ -48,6 +48,7 @@ import numpy as np
 
 from experiments import bench_data, layout, reporting, runners
 from experiments import timed_runs as tr
+from experiments.recipes import ETHANOL_BASIS, LARGE_STEP, LMAX3, WIDE
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 #: GeoPaTra's shipped recipe in each round of the race; the last is run.
@@ -86,17 +87,13 @@ ROUNDS = {
 CURRENT_ROUND = max(ROUNDS)
 #: GeoPaTra's radial basis per data set from round 5 (``geopatra summary`` prints a data set's largest
 #: interatomic distance).
-BASIS_OVERRIDES = {"ethanol": [layout.POTENTIAL_ARG + "num_rbf", "14", layout.POTENTIAL_ARG + "rbf_max", "6.0"],
-                   "ala3": []}
+BASIS_OVERRIDES = {"ethanol": ETHANOL_BASIS, "ala3": []}
 #: overrides on top of the basis for single (data, M): a wider model and more frames per step where it
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
 #: higher degrees (round 11, ethanol at M = 50, where the model overfits; round 12, ethanol at M = 200).
-LARGE_STEP = ["--model.init_args.lr", "1.0e-2", layout.POTENTIAL_ARG + "qk_norm", "true"]
-LMAX3 = [layout.POTENTIAL_ARG + "lmax", "3"]
 CELL_OVERRIDES = {
-    ("ethanol", 200): [layout.POTENTIAL_ARG + "num_tensor_features", "32", "--data.batch_size", "8", *LARGE_STEP,
-                       *LMAX3],
+    ("ethanol", 200): [*WIDE, *LARGE_STEP, *LMAX3],
     ("ethanol", 50): LMAX3,
     ("ala3", 50): LARGE_STEP,
     ("ala3", 200): LARGE_STEP,

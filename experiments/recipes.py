@@ -1,0 +1,20 @@
+"""GeoPaTra's recipe fragments: ``geopatra fit`` overrides of ``configs/geopatra.yaml`` that the accuracy race
+ships per (data, M) and the overfit probe combines into variants. Each is a list of CLI arguments."""
+
+from __future__ import annotations
+
+from experiments import layout
+
+P = layout.POTENTIAL_ARG
+#: a radial basis fitted to ethanol (its pairs reach 4.4 Å) at the peptide's resolution, ~0.43 Å per function
+ETHANOL_BASIS = [P + "num_rbf", "14", P + "rbf_max", "6.0"]
+#: wider tensors and more frames per step, where the model underfits at the budget
+WIDE = [P + "num_tensor_features", "32", "--data.batch_size", "8"]
+#: MACE's learning rate (not the config's 3e-3)
+MACE_LR = ["--model.init_args.lr", "1.0e-2"]
+#: queries and keys layer-normalised per head: keeps attention logits bounded at MACE's learning rate
+QK_NORM = [P + "qk_norm", "true"]
+#: the large step: MACE's learning rate, stable with the query/key layer norms
+LARGE_STEP = [*MACE_LR, *QK_NORM]
+#: features and pair harmonics to degree 3 (not 2)
+LMAX3 = [P + "lmax", "3"]
