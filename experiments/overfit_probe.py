@@ -17,7 +17,7 @@ from pathlib import Path
 
 from experiments import bench_data, layout, reporting
 from experiments import timed_runs as tr
-from experiments.recipes import ETHANOL_BASIS, LMAX3, MACE_LR, WIDE, P
+from experiments.recipes import ETHANOL_BASIS, LMAX3, MACE_LR, QK_NORM, WIDE, P
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 #: (name, overrides) of each variant: overrides of ``configs/geopatra.yaml`` as shipped when the variant ran
@@ -109,10 +109,10 @@ VARIANTS = [
      [*MACE_LR, "--trainer.gradient_clip_val", "1.0"]),
     # variants 41-43 diverged where layer 2's content logits grew (max |phi q.k / sqrt d| 586 at the last good
     # checkpoint, 11-15 in stable runs; its heads collapsed to one sender): queries and keys layer-normalised
-    ("layer readouts, learning rate 1e-2, query/key layer norm", [*MACE_LR, P + "qk_norm", "true"]),
+    ("layer readouts, learning rate 1e-2, query/key layer norm", [*MACE_LR, *QK_NORM]),
     # variant 44 on ethanol at M = 200 (round 6 there, variant 35; its 6e-3 without the norms, 40, was noise)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
-     "query/key layer norm", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true"]),
+     "query/key layer norm", [*ETHANOL_BASIS, *WIDE, *MACE_LR, *QK_NORM]),
     # ethanol at M = 50 overfits (round 5, variant 27: training force MAE 0.21 / 0.17, test 1.07 / 1.15 at 10 min):
     # the two capacity controls that helped most on the config of round 1 (variants 2 and 3, not tried since),
     # MACE's highest degree (max_L 1), and the peptide's round 9 recipe
@@ -122,7 +122,7 @@ VARIANTS = [
      [*ETHANOL_BASIS, P + "num_features", "32", P + "num_tensor_features", "8"]),
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 1 (not 2; MACE's max_L)", [*ETHANOL_BASIS, P + "lmax", "1"]),
     ("layer readouts, 14 Bessel functions to 6 Å, learning rate 1e-2, query/key layer norm",
-     [*ETHANOL_BASIS, *MACE_LR, P + "qk_norm", "true"]),
+     [*ETHANOL_BASIS, *MACE_LR, *QK_NORM]),
     # none of 46-49 was lower: weight decay and fewer channels (46, 47) did not narrow the gap and lmax 1 (48)
     # widened it, so the gap is more the model's inductive bias than its size. Next: a higher degree (NequIP's
     # learning curves steepen with l), more depth (2 layers, variant 20, was worse than 3) and a smaller batch
@@ -136,12 +136,13 @@ VARIANTS = [
     # lmax 3 (raced as round 11 on ethanol at M = 50) on the other cells' recipes: ethanol at M = 200 (round 10,
     # variant 45) and the peptide at M = 50 (round 9, variant 44)
     ("layer readouts, 14 Bessel functions to 6 Å, 32 tensor channels, batch 8, learning rate 1e-2, "
-     "query/key layer norm, lmax 3", [*ETHANOL_BASIS, *WIDE, *MACE_LR, P + "qk_norm", "true", *LMAX3]),
+     "query/key layer norm, lmax 3", [*ETHANOL_BASIS, *WIDE, *MACE_LR, *QK_NORM, *LMAX3]),
     ("layer readouts, learning rate 1e-2, query/key layer norm, lmax 3",
-     [*MACE_LR, P + "qk_norm", "true", *LMAX3]),
+     [*MACE_LR, *QK_NORM, *LMAX3]),
     # ethanol at M = 50 with lmax 3 (round 11, variant 52) still overfits (race training force MAE 0.09-0.12, test
-    # 0.89-0.97): the value-path changes that were lower than round 5 there in a seed (33: per-channel radial
-    # functions; 29: value projection, radial rank 2), and the next degree (the error fell from lmax 1 to 2 to 3)
+    # 0.89-0.97): the value-path changes that were lower than round 5 there in a seed (33: atomic density
+    # embedding, per-channel radial functions; 29: value projection, radial rank 2), and the next degree (the
+    # error fell from lmax 1 to 2 to 3)
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, atomic density embedding",
      [*ETHANOL_BASIS, *LMAX3, P + "density_embedding", "true"]),
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, value projection, radial rank 2",

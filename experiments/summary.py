@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from experiments import bench_data, layout, reporting
+from experiments import accuracy_race, bench_data, layout, reporting
 
 STUDIES = ("learning_curves", "training_cost", "inference")
 
@@ -128,7 +128,8 @@ def race_rows(results: Path) -> list[list[str]]:
         for key, race_round, model in itertools.product(bench_data.DATASETS, rounds, (layout.GEOPATRA_NN, layout.MACE)):
             sel = [r for r in rows if r["data"] == key and r["model"] == model and int(r.get("round", 1)) == race_round]
             if sel:
-                out.append(_race_row(path, mode, key, model, sel, f"round {race_round}, "))
+                shipped = "" if race_round not in accuracy_race.NOT_SHIPPED else " (not shipped)"
+                out.append(_race_row(path, mode, key, model, sel, f"round {race_round}{shipped}, "))
         for key in bench_data.DATASETS:
             sel = [r for r in rows if r["data"] == key and r["model"] == layout.GEOPATRA_SGDML]
             if sel:
