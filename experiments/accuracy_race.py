@@ -137,6 +137,11 @@ def row_round(row: dict) -> int:
     return int(row.get("round", 1))
 
 
+def round_label(race_round: int) -> str:
+    """"round n", marked "(not shipped)" for a round in ``NOT_SHIPPED``."""
+    return f"round {race_round}" + (" (not shipped)" if race_round in NOT_SHIPPED else "")
+
+
 def split_for(key: str, m: int, mode: str, work: Path) -> Path:
     return bench_data.nested_splits(bench_data.DATASETS[key], PLANS[mode]["sizes"][key], N_VAL, N_TEST, work)[m]
 
@@ -307,8 +312,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     body += ["", *reporting.table(RACE_HEADER, table_rows), "", "Verdicts:", *verdicts]
     for other in rounds[1:]:
         old_rows, old_verdicts = _round_table(_groups([r for r in neural if row_round(r) == other] + sgdml))
-        status = " (not shipped)" if other in NOT_SHIPPED else ""
-        body += ["", f"### Round {other}{status}: GeoPaTra with the {ROUNDS[other]}", "",
+        body += ["", f"### {round_label(other).capitalize()}: GeoPaTra with the {ROUNDS[other]}", "",
                  *reporting.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
     return reporting.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
                            body, rows, fig)

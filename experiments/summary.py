@@ -16,7 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from experiments import accuracy_race, bench_data, layout, reporting
+from experiments import bench_data, layout, reporting
+from experiments.accuracy_race import round_label, row_round
 
 STUDIES = ("learning_curves", "training_cost", "inference")
 
@@ -124,12 +125,11 @@ def race_rows(results: Path) -> list[list[str]]:
         if not path.exists():
             continue
         rows = json.loads(path.read_text())["rows"]
-        rounds = sorted({int(r.get("round", 1)) for r in rows if r["model"] != layout.GEOPATRA_SGDML}, reverse=True)
+        rounds = sorted({row_round(r) for r in rows if r["model"] != layout.GEOPATRA_SGDML}, reverse=True)
         for key, race_round, model in itertools.product(bench_data.DATASETS, rounds, (layout.GEOPATRA_NN, layout.MACE)):
-            sel = [r for r in rows if r["data"] == key and r["model"] == model and int(r.get("round", 1)) == race_round]
+            sel = [r for r in rows if r["data"] == key and r["model"] == model and row_round(r) == race_round]
             if sel:
-                shipped = "" if race_round not in accuracy_race.NOT_SHIPPED else " (not shipped)"
-                out.append(_race_row(path, mode, key, model, sel, f"round {race_round}{shipped}, "))
+                out.append(_race_row(path, mode, key, model, sel, f"{round_label(race_round)}, "))
         for key in bench_data.DATASETS:
             sel = [r for r in rows if r["data"] == key and r["model"] == layout.GEOPATRA_SGDML]
             if sel:
