@@ -285,7 +285,7 @@ class ForceFieldTask(L.LightningModule):
         grads = [p.grad for p in self.potential.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        norm = float(torch.nn.utils.get_total_norm(grads))
         clip = self.trainer.gradient_clip_val
         self._steps_since_val += 1
         self._clipped_since_val += int(clip is not None and clip > 0 and norm > clip)
@@ -295,11 +295,15 @@ class ForceFieldTask(L.LightningModule):
     def configure_optimizers(self):
         if not self.potential.trainable:
             return None
+        # the fused kernel (one call for all tensors, where torch has one) steps a small model several
+        # times faster than the per-tensor loop torch uses on a CPU by default
+        device = next(self.potential.parameters()).device
         optimizer = torch.optim.AdamW(
             self.potential.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
             amsgrad=self.hparams.amsgrad,
+            fused=True if device.type in ("cpu", "cuda") else None,
         )
         if self.hparams.scheduler != "plateau":
             return optimizer

@@ -66,17 +66,48 @@ def test_ema_warmup_forgets_the_initial_weights() -> None:
     def remaining(warmup: bool, n_updates: int) -> float:
         update, averaged = WarmupEMA(0.99, warmup), torch.ones(1, dtype=torch.float64)
         for n in range(1, n_updates + 1):
-            averaged = update(averaged, torch.zeros(1, dtype=torch.float64), torch.tensor(n))
+            update([averaged], [torch.zeros(1, dtype=torch.float64)], torch.tensor(n))
         return float(averaged)
 
     assert remaining(False, 230) == pytest.approx(0.99**230)  # the plain EMA: about 10 % left
     assert remaining(True, 230) < 0.01
     expected = math.prod(min(0.99, (1 + n) / (10 + n)) for n in range(1, 231))
     assert remaining(True, 230) == pytest.approx(expected, rel=1e-6)
-    flags = WarmupEMA(0.9, True)(torch.tensor([True]), torch.tensor([True]), torch.tensor(3))
-    assert bool(flags.round() == 1)  # bool buffers (seen elements) survive the update
+    flags = torch.tensor([True, False])
+    WarmupEMA(0.9, True)([flags], [torch.tensor([False, True])], torch.tensor(3))
+    assert flags.tolist() == [False, True]  # bool buffers (seen elements) take the model's value
     with pytest.raises(ValueError, match="decay"):
         ExponentialMovingAverage(decay=1.0)
+
+
+def test_ema_through_averaged_model_matches_the_update_by_hand() -> None:
+    """As the callback uses it (AveragedModel, buffers included): float32 parameters and the float64
+    energy shift follow the warm-up EMA computed tensor by tensor; the bool mask follows the model."""
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    model = GeoPaTra(num_features=8, num_tensor_features=4, lmax=1, num_layers=1, num_heads=2, num_rbf=4)
+    averaged = AveragedModel(model, multi_avg_fn=WarmupEMA(0.9, True), use_buffers=True)
+    tensors = lambda module: {**dict(module.named_parameters()), **dict(module.named_buffers())}  # noqa: E731
+    expected: dict[str, torch.Tensor] = {}
+    for step in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model.energy_shift.add_(torch.randn_like(model.energy_shift))
+            model.seen_elements[step] = ~model.seen_elements[step]
+        averaged.update_parameters(model)
+        decay = min(0.9, (1 + step) / (10 + step))  # the first update (step 0) copies
+        for name, current in tensors(model).items():
+            if step == 0 or not current.is_floating_point():
+                expected[name] = current.detach().double().clone()
+            else:
+                expected[name] = decay * expected[name] + (1 - decay) * current.detach().double()
+    got = tensors(averaged.module)
+    assert set(got) == set(expected)
+    for name, value in got.items():
+        torch.testing.assert_close(value.double(), expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert torch.equal(got["seen_elements"], model.seen_elements)
 
 
 def test_loss_scales_by_hand() -> None:

@@ -181,7 +181,7 @@ class GeometricAttention(nn.Module):
         self.register_buffer("expand_l2", expand, persistent=False)
 
         paths = coupling_paths(self.irreps_node, lmax_sh)
-        irreps_msg, self._columns = [], []  # columns: per path (block index, slice into its coupling)
+        irreps_msg, self._path_widths = [], []  # per node block: the columns 2 l3 + 1 of each of its paths
         for i1, (mul, ir1) in enumerate(self.irreps_node):
             m1 = ir1.dim
             block_paths = [p for p in paths if p[0] == i1]
@@ -191,13 +191,15 @@ class GeometricAttention(nn.Module):
             for _, l2, l3 in block_paths:
                 cg = o3.wigner_3j(ir1.l, l2, l3, dtype=torch.float64) * math.sqrt(2 * l3 + 1)  # [m1, m2, m3]
                 coupling[:, l2 * l2 : (l2 + 1) ** 2, col : col + 2 * l3 + 1] = cg
-                self._columns.append((i1, slice(col, col + 2 * l3 + 1)))
                 irreps_msg.append((mul, (l3, ir1.p * (-1) ** l2)))
                 col += 2 * l3 + 1
+            self._path_widths.append([2 * l3 + 1 for _, _, l3 in block_paths])
             # rows ordered (m1, sh component) to match the layout of the aggregated products
             self.register_buffer(f"coupling_{i1}", coupling.reshape(m1 * sh_dim, -1), persistent=False)
         self.irreps_msg = o3.Irreps(irreps_msg)
+        # holds the weights (e3nn's layout); applied path by path in :meth:`_linear_out`
         self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
+        self._linear_out_sizes = [math.prod(ins.path_shape) for ins in self.linear_out.instructions]
         # per path, rank K and output channel: the mixing coefficients of the K radial functions
         self.rank_coefficients = None
         if radial_rank > 1:
@@ -219,14 +221,14 @@ class GeometricAttention(nn.Module):
         n, H = x.shape[0], self.num_heads
         q, k = self.queries_and_keys(x)
         values = x if self.value is None else self.value(x)
-        # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
-        senders = torch.cat(
-            [values[:, start : start + mul * dim].reshape(n, H, -1) for mul, _, dim, start in self._blocks], dim=-1
-        )
+        # sender features per irrep block, heads split off its channels: [n, H, mul / H * (2 l + 1)] each
+        blocks = values.split([mul * dim for mul, _, dim, _ in self._blocks], dim=-1)
+        senders = [block.reshape(n, H, -1) for block in blocks]
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
-            q, k, senders = (to_dense(t, g.flat_index, B, N) for t in (q, k, senders))
+            q, k = (to_dense(t, g.flat_index, B, N) for t in (q, k))
+            senders = [to_dense(t, g.flat_index, B, N) for t in senders]
             step = N if self.pair_chunk_size is None else max(1, self.pair_chunk_size // max(1, B * N))
             function, total, dim = self._chunk, N, 1
         else:  # neighbour lists: chunks of receivers, K pairs each
@@ -239,11 +241,11 @@ class GeometricAttention(nn.Module):
             sl = (slice(None),) * dim + (slice(start, min(total, start + step)),)
             pair = [t if t is None else t[sl] for t in (g.distance, g.basis, g.sh, g.mask, g.envelope)]
             if dim == 0:
-                args = (q[sl], k, senders, g.neighbors[sl], *pair)
+                args = (q[sl], k, g.neighbors[sl], *pair, *senders)
             else:
-                args = (q[sl], k, senders, *pair)
+                args = (q[sl], k, *pair, *senders)
             outs.append(checkpoint(function, *args, use_reentrant=False) if use_checkpoint else function(*args))
-        return self.linear_out(g.per_atom(torch.cat(outs, dim=dim)))
+        return g.per_atom(torch.cat(outs, dim=dim))
 
     @torch.no_grad()
     def attention_weights(self, x: Tensor, geometry: PairGeometry) -> Tensor:
@@ -280,25 +282,26 @@ class GeometricAttention(nn.Module):
         out[receivers[real], senders[real]] = rows[real]
         return out
 
-    def _neighbor_chunk(self, q: Tensor, k: Tensor, senders: Tensor, neighbors: Tensor, *pair: Tensor | None) -> Tensor:
+    def _neighbor_chunk(self, q: Tensor, k: Tensor, neighbors: Tensor, *pair_and_senders: Tensor | None) -> Tensor:
         """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
         [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
-        return self._chunk(q, k[neighbors], senders[neighbors], *pair)
+        pair, senders = pair_and_senders[:5], pair_and_senders[5:]
+        return self._chunk(q, k[neighbors], *pair, *(block[neighbors] for block in senders))
 
     def _chunk(
         self,
         q: Tensor,
         k: Tensor,
-        senders: Tensor,
         r: Tensor,
         basis: Tensor,
         sh: Tensor,
         mask: Tensor,
         env: Tensor | None,
+        *senders: Tensor,
     ) -> Tensor:
-        """Messages [B, c, irreps_msg.dim] of c receivers; q [B, c, H, d], k [B, N, H, d],
-        senders [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
-        mask [B, c, N], env [B, c, N] or None."""
+        """Updates [B, c, irreps_node.dim] of c receivers; q [B, c, H, d], k [B, N, H, d], r [B, c, N] (Å),
+        basis [B, c, N, R], sh [B, c, N, S], mask [B, c, N], env [B, c, N] or None, and the sender
+        features of each irrep block [B, N, H, mul / H * (2 l + 1)] (as in :meth:`forward`)."""
         B, c, N, _ = basis.shape
         H, K = self.num_heads, self.radial_rank
         alpha, weights = self._weights(q, k, r, basis, mask, env)
@@ -306,25 +309,38 @@ class GeometricAttention(nn.Module):
         # per pair, head, rank and sh component: alpha_h * w_{h, k, l2(m)} * Y_m  [B, c, N, H, K, S]
         weights = weights.reshape(B, c, N, H, K, self.lmax_sh + 1) * alpha[..., None, None]
         g = (weights @ self.expand_l2) * sh[:, :, :, None, None, :]
-        t = torch.einsum("bijhks,bjhf->bihkfs", g, senders)  # [B, c, H, K, dim / H, S]
         S = sh.shape[-1]
-        out, start = [], 0
-        for i1, (mul, _, dim, _) in enumerate(self._blocks):
-            width = (mul // H) * dim
-            t_block = t[:, :, :, :, start : start + width].reshape(B, c, H, K, mul // H, dim * S)
+        out = []
+        # One product per block and torch.split, never slices of a larger tensor: the backward of each
+        # slice fills a zero tensor of the whole, which dominated the training step of small molecules.
+        for i1, ((mul, _, dim, _), block) in enumerate(zip(self._blocks, senders)):
+            t_block = torch.einsum("bijhks,bjhf->bihkfs", g, block)  # [B, c, H, K, mul / H * dim, S]
+            t_block = t_block.reshape(B, c, H, K, mul // H, dim * S)
             t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, dim * S)  # (u, (m1, s)) per rank
-            coupling = getattr(self, f"coupling_{i1}").to(t.dtype)
-            out.append(t_block @ coupling)  # [B, c, K, mul, sum_paths (2 l3 + 1)]
-            start += width
-        pieces = []
-        for p, (i1, cols) in enumerate(self._columns):
-            piece = out[i1][..., cols]  # [B, c, K, mul, 2 l3 + 1]
-            if self.rank_coefficients is None:
-                piece = piece[:, :, 0]
-            else:
-                piece = (piece * self.rank_coefficients[p].unsqueeze(-1)).sum(dim=2)
-            pieces.append(piece.reshape(B, c, -1))
-        return torch.cat(pieces, dim=-1)
+            coupling = getattr(self, f"coupling_{i1}").to(t_block.dtype)
+            # [B, c, K, mul, 2 l3 + 1] per path of this block
+            out.extend((t_block @ coupling).split(self._path_widths[i1], dim=-1))
+        if self.rank_coefficients is None:
+            pieces = [piece[:, :, 0] for piece in out]
+        else:
+            pieces = [(piece * coefficients.unsqueeze(-1)).sum(dim=2)
+                      for piece, coefficients in zip(out, self.rank_coefficients)]
+        return self._linear_out(pieces)
+
+    def _linear_out(self, pieces: list[Tensor]) -> Tensor:
+        """``linear_out`` of the messages given path by path, ``pieces[p]`` [..., mul_p, 2 l3 + 1] (the
+        blocks of ``irreps_msg``), as [..., irreps_node.dim]: the same map as ``linear_out`` of their
+        concatenation, without the concatenation and its per-block slicing (see :meth:`_chunk`)."""
+        weights = self.linear_out.weight.split(self._linear_out_sizes)
+        outputs: list[Tensor | None] = [None] * len(self.irreps_node)
+        for ins, weight in zip(self.linear_out.instructions, weights):
+            y = ins.path_weight * torch.einsum("...ui,uw->...wi", pieces[ins.i_in], weight.view(ins.path_shape))
+            outputs[ins.i_out] = y if outputs[ins.i_out] is None else outputs[ins.i_out] + y
+        lead = pieces[0].shape[:-2]
+        return torch.cat([
+            (y if y is not None else pieces[0].new_zeros(*lead, mul, ir.dim)).flatten(-2)
+            for y, (mul, ir) in zip(outputs, self.irreps_node)
+        ], dim=-1)
 
     def _weights(
         self, q: Tensor, k: Tensor, r: Tensor, basis: Tensor, mask: Tensor, env: Tensor | None

@@ -1,0 +1,175 @@
+"""Training step time of GeoPaTra at the race's recipes: code trees side by side, as ratios.
+
+    python -m experiments.step_time --code before=/tmp/before --code after=.   # two checkouts of geopatra
+
+What the training loop does per batch, in each checkout's own code: energy + forces with the
+double-backward graph, the backward of a force-dominated loss, gradient clipping, the optimiser of
+``ForceFieldTask.configure_optimizers`` and the weight average of the ``ExponentialMovingAverage``
+callback (Lightning's own per-step overhead, logging included, is not in it). Frames of the race's data
+sets (ethanol 9 atoms, the peptide 42). Each (checkout, recipe) runs in its own process with one torch
+thread on core 0, the checkouts in turns over ``--rounds`` so that a change of load falls on all alike;
+a time is the median over turns of the median step of a turn. Writes
+experiments/results/step_time.{md,png,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: the race's GeoPaTra recipes (configs/geopatra.yaml with experiments.accuracy_race's overrides):
+#: (data file, frames per batch, GeoPaTra arguments beyond the config's, learning rate)
+RECIPES = {
+    "ethanol, M = 200 (round 10)": ("tests/data/ethanol_ccsd_t-train.npz", 8,
+                                    {"num_rbf": 14, "rbf_max": 6.0, "num_tensor_features": 32, "qk_norm": True}, 1e-2),
+    "ethanol, M = 50 (round 11)": ("tests/data/ethanol_ccsd_t-train.npz", 4,
+                                   {"num_rbf": 14, "rbf_max": 6.0, "lmax": 3}, 3e-3),
+    "peptide, M = 200 (round 8)": ("tests/data/md22_Ac-Ala3-NHMe_5frames.xyz", 4, {"qk_norm": True}, 1e-2),
+}
+CONFIG = {"num_features": 64, "num_tensor_features": 16, "lmax": 2, "num_layers": 3, "num_heads": 4,
+          "radial_basis": "bessel", "num_rbf": 48, "rbf_max": 20.0, "node_invariants": True,
+          "equivariant_norm": True, "layer_readouts": True}
+
+
+def worker(recipe: str, steps: int, warmup: int) -> dict:
+    """Time ``steps`` training steps of ``recipe`` with the geopatra on ``sys.path`` (run in a subprocess)."""
+    import time
+
+    import torch
+
+    import geopatra
+    from geopatra.callbacks import ExponentialMovingAverage
+    from geopatra.models.forces import energy_and_forces
+    from geopatra.models.transformer import GeoPaTra
+    from geopatra.task import ForceFieldTask
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    path, batch_size, overrides, lr = RECIPES[recipe]
+    if path.endswith(".npz"):
+        data = np.load(path)
+        R, z = data["R"][:batch_size], data["z"]
+    else:
+        import ase.io
+
+        frames = ase.io.read(path, index=f":{batch_size}")
+        R, z = np.stack([a.positions for a in frames]), frames[0].numbers
+    task = ForceFieldTask(potential=GeoPaTra(**{**CONFIG, **overrides}), lr=lr, amsgrad=True)
+    optimizer = task.configure_optimizers()
+    ema = ExponentialMovingAverage(decay=0.99)
+    ema.setup(None, task, "fit")
+    n = len(z)
+    pos = torch.as_tensor(R.reshape(-1, 3), dtype=torch.float32)
+    zz = torch.as_tensor(np.tile(z, batch_size), dtype=torch.long)
+    batch = torch.arange(batch_size).repeat_interleave(n)
+    target = torch.randn_like(pos)
+    params = list(task.potential.parameters())
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        energy, forces = energy_and_forces(task.potential, pos, zz, batch, batch_size, training=True)
+        loss = (energy / n - energy.detach().mean() / n).square().mean() + 100.0 * (forces - target).square().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
+        ema._average_model.update_parameters(task)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"recipe": recipe, "step_s": float(np.median(times)), "geopatra": str(Path(geopatra.__file__).parent),
+            "atoms": n, "batch": batch_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--code", action="append", metavar="NAME=CHECKOUT",
+                        help="a checkout of geopatra to time (repeatable); ratios are to the first")
+    parser.add_argument("--rounds", type=int, default=3, help="turns per checkout and recipe")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per turn (median), after 10 untimed")
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        print(json.dumps(worker(args.worker, args.steps, warmup=10)))
+        return
+    from experiments import layout
+
+    if not args.code:
+        parser.error("name at least one --code NAME=CHECKOUT")
+    codes = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.code)}
+    turns: dict[tuple[str, str], list[float]] = {(r, name): [] for r in RECIPES for name in codes}
+    where: dict[str, str] = {}
+    names = list(codes)
+    for turn in range(args.rounds):
+        for recipe in RECIPES:
+            for name in names[turn % len(names):] + names[: turn % len(names)]:  # each checkout first in turn
+                row = _run_worker(codes[name], recipe, args.steps)
+                where[name] = row["geopatra"]
+                turns[(recipe, name)].append(row["step_s"])
+                print(f"{recipe}, {name}: {1e3 * row['step_s']:.1f} ms", flush=True)
+    rows = []
+    for recipe in RECIPES:
+        first = float(np.median(turns[(recipe, names[0])]))
+        for name in names:
+            step = float(np.median(turns[(recipe, name)]))
+            rows.append({"recipe": recipe, "code": name, "checkout": where[name], "step_s": step,
+                         "turns_s": turns[(recipe, name)], "ratio_to_first": step / first,
+                         "batch": RECIPES[recipe][1]})
+    write_report(args, rows, names, args.results_dir or layout.DEFAULT_RESULTS)
+
+
+def _run_worker(checkout: Path, recipe: str, steps: int) -> dict:
+    """One turn: ``worker`` in a subprocess importing geopatra from ``checkout``, one thread on core 0."""
+    from experiments import layout
+
+    env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "--steps", str(steps),
+                          "--worker", recipe], cwd=layout.ROOT, env=env, check=True, capture_output=True, text=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    if not Path(row["geopatra"]).is_relative_to(checkout):
+        raise RuntimeError(f"imported geopatra from {row['geopatra']}, not from {checkout}")
+    return row
+
+
+def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], results: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from experiments import reporting
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        ax.bar(np.arange(len(RECIPES)) + k * width, [1e3 * r["step_s"] for r in rows if r["code"] == name], width,
+               label=name)
+    ax.set_xticks(np.arange(len(RECIPES)) + width * (len(names) - 1) / 2, list(RECIPES), fontsize=8)
+    ax.set_ylabel("training step [ms], one thread")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    header = ["recipe", "frames per step", "code", "step [ms]", f"ratio to {names[0]}", "checkout"]
+    table = [[r["recipe"], r["batch"], r["code"], f"{1e3 * r['step_s']:.1f}", f"{r['ratio_to_first']:.2f}",
+              f"`{r['checkout']}`"] for r in rows]
+    body = [__doc__.split("\n\n", 2)[2].strip().replace("\n", " "), "",
+            f"{args.rounds} turns per checkout and recipe, each the median of {args.steps} steps after 10 untimed.",
+            "", *reporting.table(header, table)]
+    path = reporting.write_report("step_time", None, results, "cpu", "GeoPaTra training step time, side by side",
+                                  body, rows, fig)
+    print(path)
+    return path
+
+
+if __name__ == "__main__":
+    main()
