@@ -95,7 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--code", action="append", metavar="NAME=CHECKOUT",
                         help="a checkout of geopatra to time (repeatable); ratios are to the first")
-    parser.add_argument("--rounds", type=int, default=3, help="turns per checkout and recipe")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="turns per checkout and recipe (even: each goes first as often)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per turn (median), after 10 untimed")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -123,7 +124,8 @@ def main() -> None:
         first = float(np.median(turns[(recipe, names[0])]))
         for name in names:
             step = float(np.median(turns[(recipe, name)]))
-            rows.append({"recipe": recipe, "code": name, "checkout": where[name], "step_s": step,
+            rows.append({"recipe": recipe, "code": name, "checkout": where[name], "commit": _commit(codes[name]),
+                         "step_s": step,
                          "turns_s": turns[(recipe, name)], "ratio_to_first": step / first,
                          "batch": RECIPES[recipe][1]})
     write_report(args, rows, names, args.results_dir or layout.DEFAULT_RESULTS)
@@ -135,11 +137,22 @@ def _run_worker(checkout: Path, recipe: str, steps: int) -> dict:
 
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "--steps", str(steps),
-                          "--worker", recipe], cwd=layout.ROOT, env=env, check=True, capture_output=True, text=True)
+                          "--worker", recipe], cwd=layout.ROOT, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"timing {recipe} with {checkout} failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     if not Path(row["geopatra"]).is_relative_to(checkout):
         raise RuntimeError(f"imported geopatra from {row['geopatra']}, not from {checkout}")
     return row
+
+
+def _commit(checkout: Path) -> str:
+    """The checkout's git commit, with ``+changes`` when its working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], results: Path) -> Path:
@@ -147,9 +160,11 @@ def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], r
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import torch
 
     from experiments import reporting
 
+    torch.set_num_threads(1)  # as in the workers: the report's header states the threads of the timed runs
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
@@ -159,9 +174,9 @@ def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], r
     ax.set_ylabel("training step [ms], one thread")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    header = ["recipe", "frames per step", "code", "step [ms]", f"ratio to {names[0]}", "checkout"]
+    header = ["recipe", "frames per step", "code", "step [ms]", f"ratio to {names[0]}", "commit"]
     table = [[r["recipe"], r["batch"], r["code"], f"{1e3 * r['step_s']:.1f}", f"{r['ratio_to_first']:.2f}",
-              f"`{r['checkout']}`"] for r in rows]
+              f"`{r['commit']}`"] for r in rows]
     body = [__doc__.split("\n\n", 2)[2].strip().replace("\n", " "), "",
             f"{args.rounds} turns per checkout and recipe, each the median of {args.steps} steps after 10 untimed.",
             "", *reporting.table(header, table)]

@@ -42,10 +42,11 @@ class WarmupEMA:
             torch._foreach_copy_(averaged, current)
             return
         decay = torch.as_tensor(self.decay, dtype=torch.float64, device=num_averaged.device)
-        if self.warmup:  # tensor arithmetic: no device synchronisation on a GPU
+        if self.warmup:
             n = num_averaged.to(torch.float64)
             decay = torch.minimum(decay, (1.0 + n) / (10.0 + n))
-        # averaged <- decay * averaged + (1 - decay) * current
+        # averaged <- decay * averaged + (1 - decay) * current; a constant tensor stays exactly constant.
+        # The 0-d weight is read on the host (as AveragedModel reads its update count every update anyway).
         torch._foreach_lerp_(averaged, current, (1.0 - decay).to(averaged[0].dtype))
 
 

@@ -295,15 +295,12 @@ class ForceFieldTask(L.LightningModule):
     def configure_optimizers(self):
         if not self.potential.trainable:
             return None
-        # the fused kernel (one call for all tensors, where torch has one) steps a small model several
-        # times faster than the per-tensor loop torch uses on a CPU by default
-        device = next(self.potential.parameters()).device
         optimizer = torch.optim.AdamW(
             self.potential.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
             amsgrad=self.hparams.amsgrad,
-            fused=True if device.type in ("cpu", "cuda") else None,
+            fused=True if self._fused_optimizer_ok() else None,
         )
         if self.hparams.scheduler != "plateau":
             return optimizer
@@ -318,6 +315,14 @@ class ForceFieldTask(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": MONITOR, "interval": "epoch"},
         }
+
+    def _fused_optimizer_ok(self) -> bool:
+        """Whether AdamW may use its fused kernel (one call for all tensors: a small model's step is several
+        times faster than torch's per-tensor loop on a CPU): on a CPU or CUDA device, and not under mixed
+        precision, whose gradient scaling Lightning refuses to combine with a fused optimiser and clipping."""
+        device = next(self.potential.parameters()).device
+        precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
+        return device.type in ("cpu", "cuda") and "mixed" not in precision
 
     # --- evaluation ---------------------------------------------------------------------------------
     def _evaluate(self, batch, stage: str) -> None:

@@ -63,8 +63,8 @@ def test_invalid_recipe_arguments(kwargs, match) -> None:
 def test_ema_warmup_forgets_the_initial_weights() -> None:
     """Average a constant 0 into an initial 1: the weight of step 1 left after n updates."""
 
-    def remaining(warmup: bool, n_updates: int) -> float:
-        update, averaged = WarmupEMA(0.99, warmup), torch.ones(1, dtype=torch.float64)
+    def remaining(warmup: bool, n_updates: int, decay: float = 0.99) -> float:
+        update, averaged = WarmupEMA(decay, warmup), torch.ones(1, dtype=torch.float64)
         for n in range(1, n_updates + 1):
             update([averaged], [torch.zeros(1, dtype=torch.float64)], torch.tensor(n))
         return float(averaged)
@@ -73,6 +73,8 @@ def test_ema_warmup_forgets_the_initial_weights() -> None:
     assert remaining(True, 230) < 0.01
     expected = math.prod(min(0.99, (1 + n) / (10 + n)) for n in range(1, 231))
     assert remaining(True, 230) == pytest.approx(expected, rel=1e-6)
+    capped = math.prod(min(0.5, (1 + n) / (10 + n)) for n in range(1, 13))  # the warm-up passes 0.5 at n = 9
+    assert remaining(True, 12, decay=0.5) == pytest.approx(capped, rel=1e-12)
     flags = torch.tensor([True, False])
     WarmupEMA(0.9, True)([flags], [torch.tensor([False, True])], torch.tensor(3))
     assert flags.tolist() == [False, True]  # bool buffers (seen elements) take the model's value

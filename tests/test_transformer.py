@@ -205,6 +205,35 @@ def test_neighbor_lists_match_masked_dense_pairs(ethanol, peptide) -> None:
     assert rel_err(e_sparse, e_dense) <= 1e-10 and rel_err(f_sparse, f_dense) <= 1e-10
 
 
+@pytest.mark.parametrize("variant", ["global", "cutoff"])
+def test_same_model_as_the_reference_code(variant) -> None:
+    """Energies, forces and parameter gradients equal those of the reference code's (geopatra before the
+    attention was restructured for speed; tests/data/README.md) with the same weights, in float64."""
+    from pathlib import Path
+
+    reference = torch.load(Path(__file__).parent / "data" / "attention_reference.pt", weights_only=True)
+    case = reference["variants"][variant]
+    model = GeoPaTra(**reference["base"], **case["options"])
+    model.load_state_dict(case["state_dict"])
+    energy, forces = energy_and_forces(model, reference["pos"], reference["z"], reference["batch"], 3, training=True)
+    (energy.sum() + forces.square().sum()).backward()
+    assert rel_err(energy.detach(), case["energy"]) <= 1e-12
+    assert rel_err(forces.detach(), case["forces"]) <= 1e-12
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    assert grads.keys() == case["grads"].keys()
+    for name, grad in grads.items():
+        assert rel_err(grad, case["grads"][name]) <= 1e-10, name
+
+
+def test_path_by_path_output_map_equals_e3nn_linear() -> None:
+    """GeometricAttention applies ``linear_out`` path by path; it must equal e3nn's map of the concatenation."""
+    torch.manual_seed(0)
+    attention = small_model(lmax=3, num_tensor_features=4).attention[0]
+    pieces = [torch.randn(5, 2, mul, ir.dim, dtype=torch.float64) for mul, ir in attention.irreps_msg]
+    expected = attention.linear_out(torch.cat([p.flatten(-2) for p in pieces], dim=-1))
+    torch.testing.assert_close(attention._linear_out(pieces), expected, rtol=1e-12, atol=1e-12)
+
+
 def _synthetic(z: list[int], shifts: dict[int, float], n_frames: int, rng) -> MolecularDataset:
     energy = sum(shifts[e] for e in z) + np.zeros(n_frames)
     return MolecularDataset(

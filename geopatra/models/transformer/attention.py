@@ -197,9 +197,13 @@ class GeometricAttention(nn.Module):
             # rows ordered (m1, sh component) to match the layout of the aggregated products
             self.register_buffer(f"coupling_{i1}", coupling.reshape(m1 * sh_dim, -1), persistent=False)
         self.irreps_msg = o3.Irreps(irreps_msg)
-        # holds the weights (e3nn's layout); applied path by path in :meth:`_linear_out`
+        # holds the weights (e3nn's layout); applied path by path in :meth:`_linear_out` from these plain
+        # (input path, output block, weight shape, normalisation) tuples of its instructions
         self.linear_out = o3.Linear(self.irreps_msg, self.irreps_node)
-        self._linear_out_sizes = [math.prod(ins.path_shape) for ins in self.linear_out.instructions]
+        if any(ins.i_in < 0 for ins in self.linear_out.instructions):
+            raise ValueError("linear_out must have no biases")
+        self._linear_out_paths = [(ins.i_in, ins.i_out, tuple(ins.path_shape), float(ins.path_weight))
+                                  for ins in self.linear_out.instructions]
         # per path, rank K and output channel: the mixing coefficients of the K radial functions
         self.rank_coefficients = None
         if radial_rank > 1:
@@ -223,12 +227,12 @@ class GeometricAttention(nn.Module):
         values = x if self.value is None else self.value(x)
         # sender features per irrep block, heads split off its channels: [n, H, mul / H * (2 l + 1)] each
         blocks = values.split([mul * dim for mul, _, dim, _ in self._blocks], dim=-1)
-        senders = [block.reshape(n, H, -1) for block in blocks]
+        senders = tuple(block.reshape(n, H, -1) for block in blocks)
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
             q, k = (to_dense(t, g.flat_index, B, N) for t in (q, k))
-            senders = [to_dense(t, g.flat_index, B, N) for t in senders]
+            senders = tuple(to_dense(t, g.flat_index, B, N) for t in senders)
             step = N if self.pair_chunk_size is None else max(1, self.pair_chunk_size // max(1, B * N))
             function, total, dim = self._chunk, N, 1
         else:  # neighbour lists: chunks of receivers, K pairs each
@@ -241,9 +245,9 @@ class GeometricAttention(nn.Module):
             sl = (slice(None),) * dim + (slice(start, min(total, start + step)),)
             pair = [t if t is None else t[sl] for t in (g.distance, g.basis, g.sh, g.mask, g.envelope)]
             if dim == 0:
-                args = (q[sl], k, g.neighbors[sl], *pair, *senders)
+                args = (q[sl], k, senders, g.neighbors[sl], *pair)
             else:
-                args = (q[sl], k, *pair, *senders)
+                args = (q[sl], k, senders, *pair)
             outs.append(checkpoint(function, *args, use_reentrant=False) if use_checkpoint else function(*args))
         return g.per_atom(torch.cat(outs, dim=dim))
 
@@ -282,26 +286,27 @@ class GeometricAttention(nn.Module):
         out[receivers[real], senders[real]] = rows[real]
         return out
 
-    def _neighbor_chunk(self, q: Tensor, k: Tensor, neighbors: Tensor, *pair_and_senders: Tensor | None) -> Tensor:
+    def _neighbor_chunk(
+        self, q: Tensor, k: Tensor, senders: tuple[Tensor, ...], neighbors: Tensor, *pair: Tensor | None
+    ) -> Tensor:
         """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
         [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
-        pair, senders = pair_and_senders[:5], pair_and_senders[5:]
-        return self._chunk(q, k[neighbors], *pair, *(block[neighbors] for block in senders))
+        return self._chunk(q, k[neighbors], tuple(block[neighbors] for block in senders), *pair)
 
     def _chunk(
         self,
         q: Tensor,
         k: Tensor,
+        senders: tuple[Tensor, ...],
         r: Tensor,
         basis: Tensor,
         sh: Tensor,
         mask: Tensor,
         env: Tensor | None,
-        *senders: Tensor,
     ) -> Tensor:
-        """Updates [B, c, irreps_node.dim] of c receivers; q [B, c, H, d], k [B, N, H, d], r [B, c, N] (Å),
-        basis [B, c, N, R], sh [B, c, N, S], mask [B, c, N], env [B, c, N] or None, and the sender
-        features of each irrep block [B, N, H, mul / H * (2 l + 1)] (as in :meth:`forward`)."""
+        """Updates [B, c, irreps_node.dim] of c receivers; q [B, c, H, d], k [B, N, H, d], the sender
+        features of each irrep block [B, N, H, mul / H * (2 l + 1)] (as in :meth:`forward`), r [B, c, N]
+        (Å), basis [B, c, N, R], sh [B, c, N, S], mask [B, c, N], env [B, c, N] or None."""
         B, c, N, _ = basis.shape
         H, K = self.num_heads, self.radial_rank
         alpha, weights = self._weights(q, k, r, basis, mask, env)
@@ -331,15 +336,15 @@ class GeometricAttention(nn.Module):
         """``linear_out`` of the messages given path by path, ``pieces[p]`` [..., mul_p, 2 l3 + 1] (the
         blocks of ``irreps_msg``), as [..., irreps_node.dim]: the same map as ``linear_out`` of their
         concatenation, without the concatenation and its per-block slicing (see :meth:`_chunk`)."""
-        weights = self.linear_out.weight.split(self._linear_out_sizes)
-        outputs: list[Tensor | None] = [None] * len(self.irreps_node)
-        for ins, weight in zip(self.linear_out.instructions, weights):
-            y = ins.path_weight * torch.einsum("...ui,uw->...wi", pieces[ins.i_in], weight.view(ins.path_shape))
-            outputs[ins.i_out] = y if outputs[ins.i_out] is None else outputs[ins.i_out] + y
+        weights = self.linear_out.weight.split([math.prod(shape) for _, _, shape, _ in self._linear_out_paths])
+        outputs: list[Tensor | None] = [None] * len(self._blocks)
+        for (i_in, i_out, shape, path_weight), weight in zip(self._linear_out_paths, weights):
+            y = path_weight * torch.einsum("...ui,uw->...wi", pieces[i_in], weight.view(shape))
+            outputs[i_out] = y if outputs[i_out] is None else outputs[i_out] + y
         lead = pieces[0].shape[:-2]
         return torch.cat([
-            (y if y is not None else pieces[0].new_zeros(*lead, mul, ir.dim)).flatten(-2)
-            for y, (mul, ir) in zip(outputs, self.irreps_node)
+            (y if y is not None else pieces[0].new_zeros(*lead, mul, dim)).flatten(-2)
+            for y, (mul, _, dim, _) in zip(outputs, self._blocks)
         ], dim=-1)
 
     def _weights(
