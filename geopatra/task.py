@@ -317,9 +317,9 @@ class ForceFieldTask(L.LightningModule):
         }
 
     def _fused_optimizer_ok(self) -> bool:
-        """Whether AdamW may use its fused kernel (one call for all tensors: a small model's step is several
-        times faster than torch's per-tensor loop on a CPU): on a CPU or CUDA device, and not under mixed
-        precision, whose gradient scaling Lightning refuses to combine with a fused optimiser and clipping."""
+        """Whether AdamW may use its fused kernel (one call for all tensors, not torch's per-tensor loop on a
+        CPU): on a CPU or CUDA device, and not under mixed precision, whose gradient scaling Lightning
+        refuses to combine with a fused optimiser and clipping."""
         device = next(self.potential.parameters()).device
         precision = str(self._trainer.precision) if self._trainer is not None else "32-true"
         return device.type in ("cpu", "cuda") and "mixed" not in precision

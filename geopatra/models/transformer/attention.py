@@ -317,7 +317,7 @@ class GeometricAttention(nn.Module):
         S = sh.shape[-1]
         out = []
         # One product per block and torch.split, never slices of a larger tensor: the backward of each
-        # slice fills a zero tensor of the whole, which dominated the training step of small molecules.
+        # slice fills and adds a zero tensor of the whole (experiments/results/step_time.md).
         for i1, ((mul, _, dim, _), block) in enumerate(zip(self._blocks, senders)):
             t_block = torch.einsum("bijhks,bjhf->bihkfs", g, block)  # [B, c, H, K, mul / H * dim, S]
             t_block = t_block.reshape(B, c, H, K, mul // H, dim * S)
