@@ -225,14 +225,13 @@ class GeometricAttention(nn.Module):
         n, H = x.shape[0], self.num_heads
         q, k = self.queries_and_keys(x)
         values = x if self.value is None else self.value(x)
-        # sender features per irrep block, heads split off its channels: [n, H, mul / H * (2 l + 1)] each
+        # sender features, heads split off the channels of every irrep block: [n, H, dim / H]
         blocks = values.split([mul * dim for mul, _, dim, _ in self._blocks], dim=-1)
-        senders = tuple(block.reshape(n, H, -1) for block in blocks)
+        senders = torch.cat([block.reshape(n, H, -1) for block in blocks], dim=-1)
         g = geometry
         if g.neighbors is None:  # dense: chunks of receivers of every molecule at once
             B, N = g.num_graphs, g.n_max
-            q, k = (to_dense(t, g.flat_index, B, N) for t in (q, k))
-            senders = tuple(to_dense(t, g.flat_index, B, N) for t in senders)
+            q, k, senders = (to_dense(t, g.flat_index, B, N) for t in (q, k, senders))
             step = N if self.pair_chunk_size is None else max(1, self.pair_chunk_size // max(1, B * N))
             function, total, dim = self._chunk, N, 1
         else:  # neighbour lists: chunks of receivers, K pairs each
@@ -286,27 +285,25 @@ class GeometricAttention(nn.Module):
         out[receivers[real], senders[real]] = rows[real]
         return out
 
-    def _neighbor_chunk(
-        self, q: Tensor, k: Tensor, senders: tuple[Tensor, ...], neighbors: Tensor, *pair: Tensor | None
-    ) -> Tensor:
+    def _neighbor_chunk(self, q: Tensor, k: Tensor, senders: Tensor, neighbors: Tensor, *pair: Tensor | None) -> Tensor:
         """:meth:`_chunk` for rows of the neighbour-list layout: gathers keys and sender features
         [rows, K, H, ...] of the receivers' neighbours ``neighbors`` [rows, K] (inside a checkpoint)."""
-        return self._chunk(q, k[neighbors], tuple(block[neighbors] for block in senders), *pair)
+        return self._chunk(q, k[neighbors], senders[neighbors], *pair)
 
     def _chunk(
         self,
         q: Tensor,
         k: Tensor,
-        senders: tuple[Tensor, ...],
+        senders: Tensor,
         r: Tensor,
         basis: Tensor,
         sh: Tensor,
         mask: Tensor,
         env: Tensor | None,
     ) -> Tensor:
-        """Updates [B, c, irreps_node.dim] of c receivers; q [B, c, H, d], k [B, N, H, d], the sender
-        features of each irrep block [B, N, H, mul / H * (2 l + 1)] (as in :meth:`forward`), r [B, c, N]
-        (Å), basis [B, c, N, R], sh [B, c, N, S], mask [B, c, N], env [B, c, N] or None."""
+        """Updates [B, c, irreps_node.dim] of c receivers; q [B, c, H, d], k [B, N, H, d], senders
+        [B, N, H, dim / H] (as in :meth:`forward`), r [B, c, N] (Å), basis [B, c, N, R], sh [B, c, N, S],
+        mask [B, c, N], env [B, c, N] or None."""
         B, c, N, _ = basis.shape
         H, K = self.num_heads, self.radial_rank
         alpha, weights = self._weights(q, k, r, basis, mask, env)
@@ -314,12 +311,13 @@ class GeometricAttention(nn.Module):
         # per pair, head, rank and sh component: alpha_h * w_{h, k, l2(m)} * Y_m  [B, c, N, H, K, S]
         weights = weights.reshape(B, c, N, H, K, self.lmax_sh + 1) * alpha[..., None, None]
         g = (weights @ self.expand_l2) * sh[:, :, :, None, None, :]
+        t = torch.einsum("bijhks,bjhf->bihkfs", g, senders)  # [B, c, H, K, dim / H, S]
         S = sh.shape[-1]
         out = []
-        # One product per block and torch.split, never slices of a larger tensor: the backward of each
-        # slice fills and adds a zero tensor of the whole (experiments/results/step_time.md).
-        for i1, ((mul, _, dim, _), block) in enumerate(zip(self._blocks, senders)):
-            t_block = torch.einsum("bijhks,bjhf->bihkfs", g, block)  # [B, c, H, K, mul / H * dim, S]
+        # torch.split into irrep blocks and paths, never slices: the backward of each slice fills and adds
+        # a zero tensor of the whole (experiments/results/step_time.md)
+        widths = [(mul // H) * dim for mul, _, dim, _ in self._blocks]
+        for i1, ((mul, _, dim, _), t_block) in enumerate(zip(self._blocks, t.split(widths, dim=4))):
             t_block = t_block.reshape(B, c, H, K, mul // H, dim * S)
             t_block = t_block.transpose(2, 3).reshape(B, c, K, mul, dim * S)  # (u, (m1, s)) per rank
             coupling = getattr(self, f"coupling_{i1}").to(t_block.dtype)
