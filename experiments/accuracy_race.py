@@ -88,8 +88,8 @@ ROUNDS = {
     13: "round 11's recipes with a faster training step (same model, same numbers to rounding): the attention "
         "aggregates each irrep block by its own product and applies its output map path by path (the backward of "
         "slicing one wide tensor into blocks filled a zero tensor of the whole per block), fused AdamW, one "
-        "multi-tensor EMA update (experiments/results/step_time.md: 0.85x the step time at this cell's recipe, "
-        "0.83x at ethanol M = 50's, 0.92x at the peptide's); raced on ethanol at M = 200, where round 10 still "
+        "multi-tensor EMA update (experiments/results/step_time.md: 0.81-0.86x round 10's step time at this cell's "
+        "recipe); raced on ethanol at M = 200, where round 10 still "
         "underfits at 20 min (training force MAE 0.14-0.18, test 0.34-0.38), so more steps may help",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
