@@ -23,22 +23,42 @@ from pathlib import Path
 
 import numpy as np
 
-#: the race's GeoPaTra recipes (configs/geopatra.yaml with experiments.accuracy_race's overrides):
-#: (data file, frames per batch, GeoPaTra arguments beyond the config's, learning rate)
-RECIPES = {
-    "ethanol, M = 200 (round 10)": ("tests/data/ethanol_ccsd_t-train.npz", 8,
-                                    {"num_rbf": 14, "rbf_max": 6.0, "num_tensor_features": 32, "qk_norm": True}, 1e-2),
-    "ethanol, M = 50 (round 11)": ("tests/data/ethanol_ccsd_t-train.npz", 4,
-                                   {"num_rbf": 14, "rbf_max": 6.0, "lmax": 3}, 3e-3),
-    "peptide, M = 200 (round 8)": ("tests/data/md22_Ac-Ala3-NHMe_5frames.xyz", 4, {"qk_norm": True}, 1e-2),
+#: the race's cells timed: label -> (data set key of experiments.accuracy_race, M, frames file)
+CELLS = {
+    "ethanol, M = 200 (round 10)": ("ethanol", 200, "tests/data/ethanol_ccsd_t-train.npz"),
+    "ethanol, M = 50 (round 11)": ("ethanol", 50, "tests/data/ethanol_ccsd_t-train.npz"),
+    "peptide, M = 200 (round 8)": ("ala3", 200, "tests/data/md22_Ac-Ala3-NHMe_5frames.xyz"),
 }
-CONFIG = {"num_features": 64, "num_tensor_features": 16, "lmax": 2, "num_layers": 3, "num_heads": 4,
-          "radial_basis": "bessel", "num_rbf": 48, "rbf_max": 20.0, "node_invariants": True,
-          "equivariant_norm": True, "layer_readouts": True}
 
 
-def worker(recipe: str, steps: int, warmup: int) -> dict:
-    """Time ``steps`` training steps of ``recipe`` with the geopatra on ``sys.path`` (run in a subprocess)."""
+def race_recipe(key: str, m: int) -> dict:
+    """GeoPaTra's arguments, frames per batch and learning rate in the race's cell (key, M):
+    configs/geopatra.yaml with ``accuracy_race.geopatra_overrides`` applied."""
+    import yaml
+
+    from experiments import layout
+    from experiments.accuracy_race import CONFIG, geopatra_overrides
+
+    config = yaml.safe_load(CONFIG.read_text())
+    potential = dict(config["model"]["init_args"]["potential"]["init_args"])
+    batch, lr = config["data"]["batch_size"], config["model"]["init_args"]["lr"]
+    args = geopatra_overrides(key, m)
+    for flag, text in zip(args[::2], args[1::2]):
+        value = yaml.safe_load(text)
+        if flag.startswith(layout.POTENTIAL_ARG):
+            potential[flag.removeprefix(layout.POTENTIAL_ARG)] = value
+        elif flag == "--data.batch_size":
+            batch = value
+        elif flag == "--model.init_args.lr":
+            lr = value
+        else:
+            raise ValueError(f"step_time cannot apply the race's override {flag} {text}")
+    return {"potential": potential, "batch": batch, "lr": lr}
+
+
+def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
+    """Time ``steps`` training steps of ``recipe`` (:func:`race_recipe`) on ``cell``'s frames with the
+    geopatra on ``sys.path`` (run in a subprocess: it imports nothing else of this checkout)."""
     import time
 
     import torch
@@ -51,7 +71,7 @@ def worker(recipe: str, steps: int, warmup: int) -> dict:
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    path, batch_size, overrides, lr = RECIPES[recipe]
+    path, batch_size = CELLS[cell][2], recipe["batch"]
     if path.endswith(".npz"):
         data = np.load(path)
         R, z = data["R"][:batch_size], data["z"]
@@ -60,7 +80,7 @@ def worker(recipe: str, steps: int, warmup: int) -> dict:
 
         frames = ase.io.read(path, index=f":{batch_size}")
         R, z = np.stack([a.positions for a in frames]), frames[0].numbers
-    task = ForceFieldTask(potential=GeoPaTra(**{**CONFIG, **overrides}), lr=lr, amsgrad=True)
+    task = ForceFieldTask(potential=GeoPaTra(**recipe["potential"]), lr=recipe["lr"], amsgrad=True)
     optimizer = task.configure_optimizers()
     ema = ExponentialMovingAverage(decay=0.99)
     ema.setup(None, task, "fit")
@@ -87,7 +107,7 @@ def worker(recipe: str, steps: int, warmup: int) -> dict:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"recipe": recipe, "step_s": float(np.median(times)), "geopatra": str(Path(geopatra.__file__).parent),
+    return {"recipe": cell, "step_s": float(np.median(times)), "geopatra": str(Path(geopatra.__file__).parent),
             "atoms": n, "batch": batch_size}
 
 
@@ -99,47 +119,49 @@ def main() -> None:
                         help="turns per checkout and recipe (even: each goes first as often)")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per turn (median), after 10 untimed")
     parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, default=None, help=argparse.SUPPRESS)  # cell, recipe as JSON
     args = parser.parse_args()
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.steps, warmup=10)))
+        print(json.dumps(worker(args.worker[0], json.loads(args.worker[1]), args.steps, warmup=10)))
         return
     from experiments import layout
 
     if not args.code:
         parser.error("name at least one --code NAME=CHECKOUT")
     codes = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.code)}
-    turns: dict[tuple[str, str], list[float]] = {(r, name): [] for r in RECIPES for name in codes}
+    recipes = {cell: race_recipe(key, m) for cell, (key, m, _) in CELLS.items()}
+    turns: dict[tuple[str, str], list[float]] = {(r, name): [] for r in CELLS for name in codes}
     where: dict[str, str] = {}
     names = list(codes)
     for turn in range(args.rounds):
-        for recipe in RECIPES:
+        for recipe in CELLS:
             for name in names[turn % len(names):] + names[: turn % len(names)]:  # each checkout first in turn
-                row = _run_worker(codes[name], recipe, args.steps)
+                row = _run_worker(codes[name], recipe, recipes[recipe], args.steps)
                 where[name] = row["geopatra"]
                 turns[(recipe, name)].append(row["step_s"])
                 print(f"{recipe}, {name}: {1e3 * row['step_s']:.1f} ms", flush=True)
     rows = []
-    for recipe in RECIPES:
+    for recipe in CELLS:
         first = float(np.median(turns[(recipe, names[0])]))
         for name in names:
             step = float(np.median(turns[(recipe, name)]))
             rows.append({"recipe": recipe, "code": name, "checkout": where[name], "commit": _commit(codes[name]),
                          "step_s": step,
                          "turns_s": turns[(recipe, name)], "ratio_to_first": step / first,
-                         "batch": RECIPES[recipe][1]})
+                         "batch": recipes[recipe]["batch"]})
     write_report(args, rows, names, args.results_dir or layout.DEFAULT_RESULTS)
 
 
-def _run_worker(checkout: Path, recipe: str, steps: int) -> dict:
+def _run_worker(checkout: Path, cell: str, recipe: dict, steps: int) -> dict:
     """One turn: ``worker`` in a subprocess importing geopatra from ``checkout``, one thread on core 0."""
     from experiments import layout
 
     env = {**os.environ, "PYTHONPATH": str(checkout), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(["taskset", "-c", "0", sys.executable, str(Path(__file__).resolve()), "--steps", str(steps),
-                          "--worker", recipe], cwd=layout.ROOT, env=env, capture_output=True, text=True)
+                          "--worker", cell, json.dumps(recipe)], cwd=layout.ROOT, env=env, capture_output=True,
+                         text=True)
     if out.returncode != 0:
-        raise RuntimeError(f"timing {recipe} with {checkout} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"timing {cell} with {checkout} failed:\n{out.stderr[-3000:]}")
     row = json.loads(out.stdout.strip().splitlines()[-1])
     if not Path(row["geopatra"]).is_relative_to(checkout):
         raise RuntimeError(f"imported geopatra from {row['geopatra']}, not from {checkout}")
@@ -168,9 +190,9 @@ def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], r
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
-        ax.bar(np.arange(len(RECIPES)) + k * width, [1e3 * r["step_s"] for r in rows if r["code"] == name], width,
+        ax.bar(np.arange(len(CELLS)) + k * width, [1e3 * r["step_s"] for r in rows if r["code"] == name], width,
                label=name)
-    ax.set_xticks(np.arange(len(RECIPES)) + width * (len(names) - 1) / 2, list(RECIPES), fontsize=8)
+    ax.set_xticks(np.arange(len(CELLS)) + width * (len(names) - 1) / 2, list(CELLS), fontsize=8)
     ax.set_ylabel("training step [ms], one thread")
     ax.legend(fontsize=8)
     fig.tight_layout()
