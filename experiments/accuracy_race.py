@@ -91,6 +91,10 @@ ROUNDS = {
         "multi-tensor EMA update (experiments/results/step_time.md: 0.81-0.86x round 10's step time at this cell's "
         "recipe); raced on ethanol at M = 200, where round 10 still "
         "underfits at 20 min (training force MAE 0.14-0.18, test 0.34-0.38), so more steps may help",
+    14: "round 13's recipes on a faster version of its step (same model, same numbers to rounding): one aggregation "
+        "product for all irrep blocks again, cut with `torch.split` (round 13's product per block copied the "
+        "pair-sized weights once per block), experiments/results/step_time.md: 0.79x round 11's step time at this "
+        "cell's recipe; raced on ethanol at M = 50, where round 11 (lmax 3) was level with MACE (1.12x)",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
 NOT_SHIPPED = {7, 12}
@@ -111,7 +115,7 @@ CELL_OVERRIDES = {
 }
 #: (data, M) whose GeoPaTra config the current round changes: the others keep their last round's rows
 #: (none while the current round is one that was not shipped).
-CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ethanol", 200)}
+CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ethanol", 50)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
