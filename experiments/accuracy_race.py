@@ -95,6 +95,9 @@ ROUNDS = {
         "product for all irrep blocks again, cut with `torch.split` (round 13's product per block copied the "
         "pair-sized weights once per block), experiments/results/step_time.md: 0.79x round 11's step time at this "
         "cell's recipe; raced on ethanol at M = 50, where round 11 (lmax 3) was level with MACE (1.12x)",
+    15: "round 14's recipes and code, raced on the peptide at M = 200, where round 8 underfits at 20 min (training "
+        "force MAE 0.61-0.62, test 0.77-0.80) and the step is 0.85x d0a74e8's (experiments/results/step_time.md), "
+        "so more steps may help; the peptide's learning-curve target F(200) / F(50) <= 0.6 was missed at 0.69",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
 NOT_SHIPPED = {7, 12}
@@ -115,7 +118,7 @@ CELL_OVERRIDES = {
 }
 #: (data, M) whose GeoPaTra config the current round changes: the others keep their last round's rows
 #: (none while the current round is one that was not shipped).
-CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ethanol", 50)}
+CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ala3", 200)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
