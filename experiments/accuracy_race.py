@@ -93,7 +93,7 @@ ROUNDS = {
         "underfits at 20 min (training force MAE 0.14-0.18, test 0.34-0.38), so more steps may help",
     14: "round 13's recipes on a faster version of its step (same model, same numbers to rounding): one aggregation "
         "product for all irrep blocks again, cut with `torch.split` (round 13's product per block copied the "
-        "pair-sized weights once per block), experiments/results/step_time.md: 0.79x round 11's step time at this "
+        "pair-sized weights once per block), experiments/results/step_time.md: 0.79x d0a74e8's step time at this "
         "cell's recipe; raced on ethanol at M = 50, where round 11 (lmax 3) was level with MACE (1.12x)",
     15: "round 14's recipes and code, raced on the peptide at M = 200, where round 8 underfits at 20 min (training "
         "force MAE 0.61-0.62, test 0.77-0.80) and the step is 0.85x d0a74e8's (experiments/results/step_time.md), "
