@@ -3,6 +3,8 @@ ships per (data, M) and the overfit probe combines into variants. Each is a list
 
 from __future__ import annotations
 
+import json
+
 from experiments import layout
 
 P = layout.POTENTIAL_ARG
@@ -18,3 +20,8 @@ QK_NORM = [P + "qk_norm", "true"]
 LARGE_STEP = [*MACE_LR, *QK_NORM]
 #: features and pair harmonics to degree 3 (not 2)
 LMAX3 = [P + "lmax", "3"]
+#: the config's callbacks with a slower weight average (EMA decay 0.999, not 0.99: over ~1,000 steps, not ~100)
+EMA_SLOW = ["--trainer.callbacks", json.dumps([
+    {"class_path": "geopatra.callbacks.ExponentialMovingAverage", "init_args": {"decay": 0.999, "warmup": True}},
+    {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+     "init_args": {"monitor": "val/force_mae_kcal_mol_A", "mode": "min", "patience": 50}}])]
