@@ -25,3 +25,5 @@ EMA_SLOW = ["--trainer.callbacks", json.dumps([
     {"class_path": "geopatra.callbacks.ExponentialMovingAverage", "init_args": {"decay": 0.999, "warmup": True}},
     {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
      "init_args": {"monitor": "val/force_mae_kcal_mol_A", "mode": "min", "patience": 50}}])]
+#: training energies and forces from one torch.compile'd graph (geopatra/models/compiled_forces.py)
+COMPILED = ["--model.init_args.compile", "true"]

@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import Timer
 from geopatra.checkpoint import CHECKPOINT_KEY
 from geopatra.errors import ConfigurationError, DataError
 from geopatra.metrics import ErrorAccumulator, atoms_per_molecule
+from geopatra.models.compiled_forces import CompiledEnergyAndForces
 from geopatra.models.forces import energy_and_forces
 from geopatra.models.potential import Potential
 from geopatra.models.transformer.readout import force_rms
@@ -71,6 +72,9 @@ class ForceFieldTask(L.LightningModule):
             architecture, elements it was trained on) instead of random ones; the per-element energy
             shifts are fitted anew on the new data, the force scale is the checkpoint's. A new run
             (its own split and run directory); ``--ckpt_path`` instead resumes an interrupted run.
+        compile: compute training energies and forces with one ``torch.compile``'d graph
+            (:class:`~geopatra.models.compiled_forces.CompiledEnergyAndForces`): a faster step after
+            minutes of compilation on the first batch of each shape. Validation and test run eagerly.
         Everything but the potential is ignored (with a log message) for kernel models.
     """
 
@@ -93,6 +97,7 @@ class ForceFieldTask(L.LightningModule):
         lr_patience: int = 10,
         min_lr: float = 1e-6,
         init_from: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         for name, value, allowed in (
@@ -109,6 +114,9 @@ class ForceFieldTask(L.LightningModule):
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={min_lr}, lr={lr}")
         # Under LightningCLI the potential is saved as its config (class_path + init_args), which is what
         # `geopatra test --ckpt_path` re-parses; the weights travel in the state_dict either way.
+        if compile and potential.trainable and potential.batch_layout(torch.zeros(1, dtype=torch.long), 1) is None:
+            raise ConfigurationError(f"compile: {type(potential).__name__} cannot be compiled for training with this "
+                                     "configuration (e.g. neighbour lists within a cutoff); train it without compile")
         self.save_hyperparameters(logger=False)
         self.potential = potential
         self.automatic_optimization = potential.trainable
@@ -120,6 +128,8 @@ class ForceFieldTask(L.LightningModule):
         self._is_first_batch_of_validation = False
         self._fit_start = time.perf_counter()
         self._test_predictions: list[dict[str, torch.Tensor]] = []
+        #: built at the first training step (after the model has its device), never saved or copied
+        self._compiled_forces: CompiledEnergyAndForces | None = None
         #: set in on_fit_start and carried by checkpoints: datasets, splits, units (see run_record.py)
         self.run_record: RunRecord | None = None
 
@@ -127,6 +137,10 @@ class ForceFieldTask(L.LightningModule):
     def forward(self, batch, training: bool = False):
         """Energies [n_mol] (kcal/mol) and forces [n_atoms, 3] (kcal/mol/Å) of a batch."""
         pos = batch.pos.to(self.potential.compute_dtype)
+        if training and self.hparams.compile:
+            if self._compiled_forces is None:
+                self._compiled_forces = CompiledEnergyAndForces(self.potential)
+            return self._compiled_forces(pos, batch.z, batch.batch, batch.num_graphs)
         return energy_and_forces(
             self.potential, pos, batch.z, batch.batch, batch.num_graphs, training=training
         )

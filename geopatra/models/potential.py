@@ -62,6 +62,12 @@ class Potential(torch.nn.Module):
     def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         raise NotImplementedError
 
+    def batch_layout(self, batch: Tensor, num_graphs: int) -> dict[str, Any] | None:
+        """Keyword arguments of :meth:`forward` that depend only on which atoms form which molecule
+        (never on positions), computed before a compiled forward so that the compiled graph has no
+        data-dependent shapes; None (the default) if ``forward`` cannot be compiled that way."""
+        return None
+
     def per_atom_energy(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         """Energy of each atom [n_atoms] kcal/mol, summing to :meth:`forward` per molecule; only for
         models with ``has_per_atom_energy`` (a kernel model's energy has no atomic decomposition)."""

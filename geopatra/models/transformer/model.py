@@ -195,16 +195,19 @@ class GeoPaTra(Potential):
         self.register_buffer("energy_shift", torch.zeros(max_z + 1, dtype=torch.float64))
 
     # ------------------------------------------------------------------ prediction
-    def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def forward(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int,
+                layout: tuple[Tensor, int] | None = None) -> Tensor:
         """Energies [num_graphs] in kcal/mol of molecules given by positions [n_atoms, 3] (Å),
-        atomic numbers [n_atoms] and molecule index ``batch`` [n_atoms] (sorted, 0..num_graphs-1)."""
-        atom_energy = self.per_atom_energy(pos, z, batch, num_graphs)
+        atomic numbers [n_atoms] and molecule index ``batch`` [n_atoms] (sorted, 0..num_graphs-1).
+        ``layout``: :meth:`batch_layout` of ``batch`` when computed beforehand (a compiled forward)."""
+        atom_energy = self.per_atom_energy(pos, z, batch, num_graphs, layout)
         return atom_energy.new_zeros(num_graphs).index_add(0, batch, atom_energy)
 
-    def per_atom_energy(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+    def per_atom_energy(self, pos: Tensor, z: Tensor, batch: Tensor, num_graphs: int,
+                        layout: tuple[Tensor, int] | None = None) -> Tensor:
         """Per-atom energies [n_atoms] in kcal/mol, float64 (they sum to :meth:`forward` per molecule)."""
         pos = pos.to(self.energy_scale.dtype)
-        geometry = self.pair_geometry(pos, batch, num_graphs)
+        geometry = self.pair_geometry(pos, batch, num_graphs, layout)
         x = self.initial_features(z, geometry)
         readout = x.new_zeros(x.shape[0])
         for layer in range(len(self.attention)):
@@ -266,10 +269,19 @@ class GeoPaTra(Potential):
             for head in range(senders.shape[1])
         }
 
-    def pair_geometry(self, pos: Tensor, batch: Tensor, num_graphs: int) -> PairGeometry:
+    def batch_layout(self, batch: Tensor, num_graphs: int) -> dict[str, tuple[Tensor, int]] | None:
+        """``{"layout": (flat_index, n_max)}``: the dense padding of ``batch``, for :meth:`forward`;
+        None with neighbour lists (their sizes depend on the positions)."""
+        if self.cutoff is not None and self.sparse_cutoff:
+            return None
+        return {"layout": _dense_index(batch, num_graphs)}
+
+    def pair_geometry(self, pos: Tensor, batch: Tensor, num_graphs: int,
+                      layout: tuple[Tensor, int] | None = None) -> PairGeometry:
         """Pairs of a batch: all pairs of each molecule (dense), or with a cutoff and
-        ``sparse_cutoff`` only the pairs within it (neighbour lists). See :class:`PairGeometry`."""
-        flat_index, n_max = _dense_index(batch, num_graphs)
+        ``sparse_cutoff`` only the pairs within it (neighbour lists). See :class:`PairGeometry`.
+        ``layout``: the dense padding ``(flat_index, n_max)`` of ``batch`` (:func:`_dense_index`)."""
+        flat_index, n_max = _dense_index(batch, num_graphs) if layout is None else layout
         node_mask = torch.zeros(num_graphs * n_max, dtype=torch.bool, device=pos.device)
         node_mask[flat_index] = True
         node_mask = node_mask.view(num_graphs, n_max)
