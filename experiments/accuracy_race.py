@@ -8,7 +8,8 @@
 A cell is (data, M, seed). In a cell GeoPaTra (``configs/geopatra.yaml``, its radial basis fitted to
 the data set from round 5, wider tensors and batch 8 on ethanol at M = 200 from round 6, learning rate
 1e-2 with query/key layer norms on the peptide at M = 200 from round 8, at M = 50 from round 9, on
-ethanol at M = 200 from round 10 and lmax 3 on ethanol at M = 50 from round 11: ``geopatra_overrides``)
+ethanol at M = 200 from round 10, lmax 3 on ethanol at M = 50 from round 11 and a compiled training step on
+ethanol at M = 200 from round 16: ``geopatra_overrides``)
 and MACE (32 channels, L = 1, r_max 5 Å, its published recipe: AMSGrad, EMA 0.99, per-atom E 1 : F 100,
 Stage Two for the last quarter of its epochs, batch 5) train at the same time for the same budget T, each
 pinned to its own core with one thread (cores swapped between seeds). GeoPaTra stops at T by Lightning's
@@ -48,7 +49,7 @@ import numpy as np
 
 from experiments import bench_data, layout, reporting, runners
 from experiments import timed_runs as tr
-from experiments.recipes import ETHANOL_BASIS, LARGE_STEP, LMAX3, WIDE
+from experiments.recipes import COMPILED, ETHANOL_BASIS, LARGE_STEP, LMAX3, WIDE
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 #: GeoPaTra's recipe in each round of the race; the last shipped one is run (``CURRENT_ROUND``).
@@ -98,6 +99,11 @@ ROUNDS = {
     15: "round 14's recipes and code, raced on the peptide at M = 200, where round 8 underfits at 20 min (training "
         "force MAE 0.61-0.62, test 0.77-0.80) and the step is 0.85x d0a74e8's (experiments/results/step_time.md), "
         "so more steps may help; the peptide's learning-curve target F(200) / F(50) <= 0.6 was missed at 0.69",
+    16: "round 15's recipes with a compiled training step on ethanol at M = 200 (``compile: true``, "
+        "geopatra/models/compiled_forces.py: energies and forces from one torch.compile'd graph, the same numbers "
+        "to round-off), where round 13 still underfits at 20 min (training force MAE 0.14-0.18, test 0.33-0.37) "
+        "and was level with MACE (1.02x); TorchInductor's cache was warm (a 200 s fit of this recipe compiled the "
+        "graph first, 20:30 UTC): the first compilation of this graph on this CPU takes minutes, then seconds",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
 NOT_SHIPPED = {7, 12}
@@ -109,16 +115,17 @@ BASIS_OVERRIDES = {"ethanol": ETHANOL_BASIS, "ala3": []}
 #: overrides on top of the basis for single (data, M): a wider model and more frames per step where it
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
-#: higher degrees where the model overfits (round 11, ethanol at M = 50).
+#: higher degrees where the model overfits (round 11, ethanol at M = 50); a compiled step (round 16, ethanol at
+#: M = 200).
 CELL_OVERRIDES = {
-    ("ethanol", 200): [*WIDE, *LARGE_STEP],
+    ("ethanol", 200): [*WIDE, *LARGE_STEP, *COMPILED],
     ("ethanol", 50): LMAX3,
     ("ala3", 50): LARGE_STEP,
     ("ala3", 200): LARGE_STEP,
 }
 #: (data, M) whose GeoPaTra config the current round changes: the others keep their last round's rows
 #: (none while the current round is one that was not shipped).
-CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ala3", 200)}
+CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ethanol", 200)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
