@@ -1,6 +1,11 @@
 """Training step time of GeoPaTra at the race's recipes: code trees side by side, as ratios.
 
     python -m experiments.step_time --code before=/tmp/before --code after=.   # two checkouts of geopatra
+    python -m experiments.step_time --code eager=.:eager --code compiled=.:compiled   # one, both steps
+
+A checkout's step is the recipe's own (``compile`` as the race sets it), or with ``:eager`` / ``:compiled``
+after the path the eager double-backward step or the compiled one (``ForceFieldTask(compile=True)``) for every
+recipe; the first of the 10 untimed steps compiles (its time is in the row as ``first_step_s``).
 
 What the training loop does per batch, in each checkout's own code: energy + forces with the
 double-backward graph, the backward of a force-dominated loss, gradient clipping, the optimiser of
@@ -42,6 +47,7 @@ def race_recipe(key: str, m: int) -> dict:
     config = yaml.safe_load(CONFIG.read_text())
     potential = dict(config["model"]["init_args"]["potential"]["init_args"])
     batch, lr = config["data"]["batch_size"], config["model"]["init_args"]["lr"]
+    compile = bool(config["model"]["init_args"].get("compile", False))
     args = geopatra_overrides(key, m)
     for flag, text in zip(args[::2], args[1::2]):
         value = yaml.safe_load(text)
@@ -51,9 +57,11 @@ def race_recipe(key: str, m: int) -> dict:
             batch = value
         elif flag == "--model.init_args.lr":
             lr = value
+        elif flag == "--model.init_args.compile":
+            compile = bool(value)
         else:
             raise ValueError(f"step_time cannot apply the race's override {flag} {text}")
-    return {"potential": potential, "batch": batch, "lr": lr}
+    return {"potential": potential, "batch": batch, "lr": lr, "compile": compile}
 
 
 def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
@@ -90,17 +98,27 @@ def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
     batch = torch.arange(batch_size).repeat_interleave(n)
     target = torch.randn_like(pos)
     params = list(task.potential.parameters())
+    if recipe["compile"]:
+        from geopatra.models.compiled_forces import CompiledEnergyAndForces
+
+        compiled = CompiledEnergyAndForces(task.potential)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        energy, forces = energy_and_forces(task.potential, pos, zz, batch, batch_size, training=True)
+        if recipe["compile"]:
+            energy, forces = compiled(pos, zz, batch, batch_size)
+        else:
+            energy, forces = energy_and_forces(task.potential, pos, zz, batch, batch_size, training=True)
         loss = (energy / n - energy.detach().mean() / n).square().mean() + 100.0 * (forces - target).square().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
         ema._average_model.update_parameters(task)
 
-    for _ in range(warmup):
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    for _ in range(warmup - 1):
         step()
     times = []
     for _ in range(steps):
@@ -108,7 +126,7 @@ def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
         step()
         times.append(time.perf_counter() - start)
     return {"recipe": cell, "step_s": float(np.median(times)), "geopatra": str(Path(geopatra.__file__).parent),
-            "atoms": n, "batch": batch_size}
+            "atoms": n, "batch": batch_size, "first_step_s": first, "compiled": recipe["compile"]}
 
 
 def main() -> None:
@@ -128,15 +146,27 @@ def main() -> None:
 
     if not args.code:
         parser.error("name at least one --code NAME=CHECKOUT")
-    codes = {name: Path(path).resolve() for name, path in (item.split("=", 1) for item in args.code)}
+    codes, modes = {}, {}
+    for item in args.code:
+        name, path = item.split("=", 1)
+        path, _, modes[name] = path.partition(":")
+        if modes[name] not in ("", "eager", "compiled"):
+            parser.error(f"--code {item}: the step after ':' must be eager or compiled, got {modes[name]!r}")
+        codes[name] = Path(path).resolve()
     recipes = {cell: race_recipe(key, m) for cell, (key, m, _) in CELLS.items()}
     turns: dict[tuple[str, str], list[float]] = {(r, name): [] for r in CELLS for name in codes}
     where: dict[str, str] = {}
+    first_steps: dict[tuple[str, str], list[float]] = {}
+    compiled: dict[tuple[str, str], bool] = {}
     names = list(codes)
     for turn in range(args.rounds):
         for recipe in CELLS:
             for name in names[turn % len(names):] + names[: turn % len(names)]:  # each checkout first in turn
-                row = _run_worker(codes[name], recipe, recipes[recipe], args.steps)
+                mode = modes[name]
+                spec = recipes[recipe] if not mode else {**recipes[recipe], "compile": mode == "compiled"}
+                row = _run_worker(codes[name], recipe, spec, args.steps)
+                first_steps.setdefault((recipe, name), []).append(row["first_step_s"])
+                compiled[(recipe, name)] = row["compiled"]
                 where[name] = row["geopatra"]
                 turns[(recipe, name)].append(row["step_s"])
                 print(f"{recipe}, {name}: {1e3 * row['step_s']:.1f} ms", flush=True)
@@ -148,7 +178,8 @@ def main() -> None:
             rows.append({"recipe": recipe, "code": name, "checkout": where[name], "commit": _commit(codes[name]),
                          "step_s": step,
                          "turns_s": turns[(recipe, name)], "ratio_to_first": step / first,
-                         "batch": recipes[recipe]["batch"]})
+                         "batch": recipes[recipe]["batch"], "compiled": compiled[(recipe, name)],
+                         "first_step_turns_s": first_steps[(recipe, name)]})
     write_report(args, rows, names, args.results_dir or layout.DEFAULT_RESULTS)
 
 
@@ -196,8 +227,10 @@ def write_report(args: argparse.Namespace, rows: list[dict], names: list[str], r
     ax.set_ylabel("training step [ms], one thread")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    header = ["recipe", "frames per step", "code", "step [ms]", f"ratio to {names[0]}", "commit"]
-    table = [[r["recipe"], r["batch"], r["code"], f"{1e3 * r['step_s']:.1f}", f"{r['ratio_to_first']:.2f}",
+    header = ["recipe", "frames per step", "code", "step", "step [ms]", f"ratio to {names[0]}",
+              "first step, turn 1 / last [s]", "commit"]
+    table = [[r["recipe"], r["batch"], r["code"], "compiled" if r["compiled"] else "eager", f"{1e3 * r['step_s']:.1f}",
+              f"{r['ratio_to_first']:.2f}", f"{r['first_step_turns_s'][0]:.1f} / {r['first_step_turns_s'][-1]:.1f}",
               f"`{r['commit']}`"] for r in rows]
     body = [__doc__.split("\n\n", 2)[2].strip().replace("\n", " "), "",
             f"{args.rounds} turns per checkout and recipe, each the median of {args.steps} steps after 10 untimed.",

@@ -48,7 +48,7 @@ def loss_and_gradients(model: GeoPaTra, energy: torch.Tensor, forces: torch.Tens
     """Gradients of a force + energy loss with respect to every parameter (the training step's backward)."""
     model.zero_grad()
     (forces.square().sum() + energy.square().sum()).backward()
-    return [p.grad.clone() for p in model.parameters()]
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
 
 
 def assert_matches_eager(compiled: CompiledEnergyAndForces, model: GeoPaTra, frames: int) -> None:
@@ -109,12 +109,16 @@ def test_compiled_fit_trains_like_an_eager_one(tmp_path, monkeypatch) -> None:
     ``compile``, float64: the same weights at the end. The graph is traced by AOTAutograd as in training
     but not code-generated (the ``aot_eager`` backend: seconds, not minutes)."""
     real_compile = torch.compile
-    monkeypatch.setattr(torch, "compile", lambda function, **kw: real_compile(function, **{**kw, "backend": "aot_eager"}))
+
+    def traced_only(function, **kwargs):
+        return real_compile(function, **{**kwargs, "backend": "aot_eager"})
+
+    monkeypatch.setattr(torch, "compile", traced_only)
     weights = []
     for compile in (False, True):
         run = tmp_path / f"compile_{compile}"
-        main(["fit", "--config", str(TINY_CONFIG), "--data.n_train", "22",
-              "--model.init_args.potential.init_args.dtype", "float64",
+        main(["fit", "--config", str(TINY_CONFIG), "--data.path", str(DATA / "md17_ethanol_2000.npz"),
+              "--data.n_train", "22", "--model.init_args.potential.init_args.dtype", "float64",
               "--model.init_args.compile", str(compile).lower(), "--trainer.default_root_dir", str(run)])
         potential, _ = load_potential(run / "checkpoints" / "last.ckpt")
         weights.append(potential.state_dict())
