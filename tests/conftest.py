@@ -74,3 +74,16 @@ def bundled_checkpoints(tmp_path_factory) -> dict[str, Path]:
         ])
         paths[kind] = run / "checkpoints" / "last.ckpt"
     return paths
+
+
+@pytest.fixture
+def broken_torch_compile(monkeypatch) -> None:
+    """``torch.compile`` returns functions that fail as a missing C++ compiler would (a TorchDynamoException
+    saying "no C++ compiler"), to test the eager fallbacks."""
+
+    def broken_compiler(function, **kwargs):
+        def run(*args):
+            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compiler)

@@ -90,13 +90,7 @@ def test_neighbour_lists_cannot_be_compiled() -> None:
     ForceFieldTask(tiny_model(cutoff=3.0, sparse_cutoff=False), compile=True)  # a masked dense layout is fine
 
 
-def test_compiler_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog) -> None:
-    def broken_compiler(function, **kwargs):
-        def run(*args):
-            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compiler)
+def test_compiler_failure_falls_back_to_eager_with_a_warning(broken_torch_compile, caplog) -> None:
     model = tiny_model()
     compiled = CompiledEnergyAndForces(model)
     with caplog.at_level(logging.WARNING, logger="geopatra.models.compiled_forces"):
@@ -104,7 +98,7 @@ def test_compiler_failure_falls_back_to_eager_with_a_warning(monkeypatch, caplog
     assert not compiled.compiled and "training eagerly" in caplog.text
 
 
-def test_compiled_fit_trains_like_an_eager_one(tmp_path, monkeypatch) -> None:
+def test_compiled_fit_trains_like_an_eager_one(tmp_path, monkeypatch, caplog) -> None:
     """Three epochs of ``geopatra fit`` (EMA, gradient clipping, a shorter last batch) with and without
     ``compile``, float64: the same weights at the end. The graph is traced by AOTAutograd as in training
     but not code-generated (the ``aot_eager`` backend: seconds, not minutes)."""
@@ -115,6 +109,7 @@ def test_compiled_fit_trains_like_an_eager_one(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(torch, "compile", traced_only)
     weights = []
+    caplog.set_level(logging.WARNING, logger="geopatra.models.compiled_forces")
     for compile in (False, True):
         run = tmp_path / f"compile_{compile}"
         main(["fit", "--config", str(TINY_CONFIG), "--data.path", str(DATA / "md17_ethanol_2000.npz"),
@@ -122,6 +117,7 @@ def test_compiled_fit_trains_like_an_eager_one(tmp_path, monkeypatch) -> None:
               "--model.init_args.compile", str(compile).lower(), "--trainer.default_root_dir", str(run)])
         potential, _ = load_potential(run / "checkpoints" / "last.ckpt")
         weights.append(potential.state_dict())
+    assert "training eagerly" not in caplog.text, "the compiled fit fell back to the eager step"
     assert weights[0].keys() == weights[1].keys()
     last_readout = max(name for name in weights[0] if name.startswith("readout.net.") and name.endswith(".weight"))
     assert float(weights[0][last_readout].abs().max()) > 0, "the readout starts at zero: nothing was trained"

@@ -67,13 +67,7 @@ def test_compiled_potential_matches_eager_to_round_off(ethanol_batch) -> None:
     assert not torch.equal(f, f_ref)  # the second geometry really differs
 
 
-def test_compiler_failure_falls_back_to_eager_with_a_warning(ethanol_batch, monkeypatch, caplog) -> None:
-    def broken_compiler(module, **kwargs):
-        def run(*args):
-            raise torch._dynamo.exc.TorchDynamoException("no C++ compiler")
-        return run
-
-    monkeypatch.setattr(torch, "compile", broken_compiler)
+def test_compiler_failure_falls_back_to_eager_with_a_warning(ethanol_batch, broken_torch_compile, caplog) -> None:
     model = _model()
     pos, z, batch = ethanol_batch
     potential = InferencePotential(model, compile=True)
