@@ -112,11 +112,11 @@ class ForceFieldTask(L.LightningModule):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if not 0 <= min_lr <= lr:
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={min_lr}, lr={lr}")
-        # Under LightningCLI the potential is saved as its config (class_path + init_args), which is what
-        # `geopatra test --ckpt_path` re-parses; the weights travel in the state_dict either way.
         if compile and potential.trainable and potential.batch_layout(torch.zeros(1, dtype=torch.long), 1) is None:
             raise ConfigurationError(f"compile: {type(potential).__name__} cannot be compiled for training with this "
                                      "configuration (e.g. neighbour lists within a cutoff); train it without compile")
+        # Under LightningCLI the potential is saved as its config (class_path + init_args), which is what
+        # `geopatra test --ckpt_path` re-parses; the weights travel in the state_dict either way.
         self.save_hyperparameters(logger=False)
         self.potential = potential
         self.automatic_optimization = potential.trainable
@@ -128,7 +128,8 @@ class ForceFieldTask(L.LightningModule):
         self._is_first_batch_of_validation = False
         self._fit_start = time.perf_counter()
         self._test_predictions: list[dict[str, torch.Tensor]] = []
-        #: built at the first training step (after the model has its device), never saved or copied
+        #: built at the first training step, after the model is on its device and after the weight average
+        #: has copied this module in setup (so no copy holds one); not part of the state dict
         self._compiled_forces: CompiledEnergyAndForces | None = None
         #: set in on_fit_start and carried by checkpoints: datasets, splits, units (see run_record.py)
         self.run_record: RunRecord | None = None
