@@ -103,7 +103,7 @@ ROUNDS = {
         "geopatra/models/compiled_forces.py: energies and forces from one torch.compile'd graph, the same numbers "
         "to round-off), where round 13 still underfits at 20 min (training force MAE 0.14-0.18, test 0.33-0.37) "
         "and was level with MACE (1.02x); TorchInductor's cache was warm (a 200 s fit of this recipe compiled the "
-        "graph first, 20:30 UTC): the first compilation of this graph on this CPU takes minutes, then seconds",
+        "graph first, 20:27 UTC): the first compilation of this graph on this CPU takes minutes, then seconds",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
 NOT_SHIPPED = {7, 12}
