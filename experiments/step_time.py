@@ -67,6 +67,7 @@ def race_recipe(key: str, m: int) -> dict:
 def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
     """Time ``steps`` training steps of ``recipe`` (:func:`race_recipe`) on ``cell``'s frames with the
     geopatra on ``sys.path`` (run in a subprocess: it imports nothing else of this checkout)."""
+    import functools
     import time
 
     import torch
@@ -101,14 +102,13 @@ def worker(cell: str, recipe: dict, steps: int, warmup: int) -> dict:
     if recipe["compile"]:
         from geopatra.models.compiled_forces import CompiledEnergyAndForces
 
-        compiled = CompiledEnergyAndForces(task.potential)
+        training_energy_and_forces = CompiledEnergyAndForces(task.potential)
+    else:
+        training_energy_and_forces = functools.partial(energy_and_forces, task.potential, training=True)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        if recipe["compile"]:
-            energy, forces = compiled(pos, zz, batch, batch_size)
-        else:
-            energy, forces = energy_and_forces(task.potential, pos, zz, batch, batch_size, training=True)
+        energy, forces = training_energy_and_forces(pos, zz, batch, batch_size)
         loss = (energy / n - energy.detach().mean() / n).square().mean() + 100.0 * (forces - target).square().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 10.0)
@@ -154,19 +154,18 @@ def main() -> None:
             parser.error(f"--code {item}: the step after ':' must be eager or compiled, got {modes[name]!r}")
         codes[name] = Path(path).resolve()
     recipes = {cell: race_recipe(key, m) for cell, (key, m, _) in CELLS.items()}
+    #: what each checkout runs per recipe: the recipe, its step forced eager or compiled by the checkout's mode
+    specs = {(cell, name): recipe if not modes[name] else {**recipe, "compile": modes[name] == "compiled"}
+             for cell, recipe in recipes.items() for name in codes}
     turns: dict[tuple[str, str], list[float]] = {(r, name): [] for r in CELLS for name in codes}
     where: dict[str, str] = {}
     first_steps: dict[tuple[str, str], list[float]] = {}
-    compiled: dict[tuple[str, str], bool] = {}
     names = list(codes)
     for turn in range(args.rounds):
         for recipe in CELLS:
             for name in names[turn % len(names):] + names[: turn % len(names)]:  # each checkout first in turn
-                mode = modes[name]
-                spec = recipes[recipe] if not mode else {**recipes[recipe], "compile": mode == "compiled"}
-                row = _run_worker(codes[name], recipe, spec, args.steps)
+                row = _run_worker(codes[name], recipe, specs[(recipe, name)], args.steps)
                 first_steps.setdefault((recipe, name), []).append(row["first_step_s"])
-                compiled[(recipe, name)] = row["compiled"]
                 where[name] = row["geopatra"]
                 turns[(recipe, name)].append(row["step_s"])
                 print(f"{recipe}, {name}: {1e3 * row['step_s']:.1f} ms", flush=True)
@@ -178,7 +177,7 @@ def main() -> None:
             rows.append({"recipe": recipe, "code": name, "checkout": where[name], "commit": _commit(codes[name]),
                          "step_s": step,
                          "turns_s": turns[(recipe, name)], "ratio_to_first": step / first,
-                         "batch": recipes[recipe]["batch"], "compiled": compiled[(recipe, name)],
+                         "batch": recipes[recipe]["batch"], "compiled": specs[(recipe, name)]["compile"],
                          "first_step_turns_s": first_steps[(recipe, name)]})
     write_report(args, rows, names, args.results_dir or layout.DEFAULT_RESULTS)
 
