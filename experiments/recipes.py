@@ -27,3 +27,6 @@ EMA_SLOW = ["--trainer.callbacks", json.dumps([
      "init_args": {"monitor": "val/force_mae_kcal_mol_A", "mode": "min", "patience": 50}}])]
 #: training energies and forces from one torch.compile'd graph (geopatra/models/compiled_forces.py)
 COMPILED = ["--model.init_args.compile", "true"]
+#: attention weights times a cosine envelope to 5 Å on all pairs (dense: no neighbour lists); on ethanol
+#: (pairs to 4.4 Å) a locality prior that cuts no pair
+ENVELOPE_5A = [P + "cutoff", "5.0", P + "sparse_cutoff", "false"]
