@@ -117,6 +117,12 @@ ROUNDS = {
         "the compiled step is 0.40x the eager one (experiments/results/step_time.md); the peptide's learning-curve "
         "target F(200) / F(50) <= 0.6 was missed at 0.70; TorchInductor's cache was warm (step_time had compiled "
         "this graph at 21:42 UTC; a fit of this recipe at 22:46 UTC found it cached: 1,000 steps in its first 80 s)",
+    19: "round 18's recipes with the compiled training step on the peptide at M = 50 too (round 9's recipe, "
+        "``compile: true``): the peptide's two cells M = 50 and 200 then share one recipe, so the learning-curve "
+        "ratio F(200) / F(50) compares like with like; round 9 overfits there (training force MAE 0.35-0.43, "
+        "test 1.09-1.17), so more steps may deepen the overfit as on ethanol (round 17); TorchInductor's cache "
+        "was warm (a 240 s fit of this recipe at 00:42 UTC compiled its graphs, 12 steps; a second at 00:47 UTC "
+        "found them cached: 1,879 steps in 150 s)",
 }
 #: rounds whose recipe was not shipped: reported in their own section, never as a (data, M)'s current rows
 NOT_SHIPPED = {7, 12, 17}
@@ -129,16 +135,16 @@ BASIS_OVERRIDES = {"ethanol": ETHANOL_BASIS, "ala3": []}
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
 #: higher degrees where the model overfits (round 11, ethanol at M = 50); a compiled step (round 16, ethanol at
-#: M = 200; round 18, the peptide at M = 200).
+#: M = 200; rounds 18 and 19, the peptide).
 CELL_OVERRIDES = {
     ("ethanol", 200): [*WIDE, *LARGE_STEP, *COMPILED],
     ("ethanol", 50): LMAX3,
-    ("ala3", 50): LARGE_STEP,
+    ("ala3", 50): [*LARGE_STEP, *COMPILED],
     ("ala3", 200): [*LARGE_STEP, *COMPILED],
 }
 #: (data, M) whose GeoPaTra config the current round changes: the others keep their last round's rows
 #: (none while the current round is one that was not shipped).
-CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ala3", 200)}
+CURRENT_ROUND_CELLS: set[tuple[str, int]] = {("ala3", 50)}
 MACE_BATCH = 5
 N_VAL, N_TEST = 50, 500
 PLANS = {
