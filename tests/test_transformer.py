@@ -307,8 +307,57 @@ def test_invalid_arguments() -> None:
         GeoPaTra(**{**SMALL, "num_features": 2}, qk_norm=True)
     with pytest.raises(ValueError, match="radial_basis"):
         GeoPaTra(**SMALL, radial_basis="chebyshev")
+    with pytest.raises(ValueError, match="dropout"):
+        GeoPaTra(**SMALL, attention_dropout=1.0)
+    with pytest.raises(ValueError, match="drop_path"):
+        GeoPaTra(**SMALL, drop_path=-0.1)
     with pytest.raises(ValueError, match="one block per degree"):
         AtomicDensity(o3.Irreps("8x0e+4x1e"), num_rbf=8, radial_hidden=8, max_z=10)
+
+
+DROPOUT = {"attention_dropout": 0.3, "drop_path": 0.3}
+
+
+def test_dropout_acts_in_training_only(ethanol, peptide) -> None:
+    """Attention dropout and drop path leave evaluation as it is; in training they change the energy,
+    reproducibly under one seed."""
+    plain = small_model()
+    dropped = small_model(**DROPOUT)
+    dropped.load_state_dict(plain.state_dict())
+    args = batch_of([(ethanol["R"][0], ethanol["z"]), (peptide.positions, peptide.numbers)])
+    assert rel_err(dropped(*args), plain(*args)) <= 1e-12
+    dropped.train()
+    energies = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        energies.append(dropped(*args).detach())
+    assert rel_err(energies[1], energies[0]) <= 1e-12
+    assert rel_err(energies[2], energies[0]) > 1e-3
+    assert rel_err(energies[0], plain(*args)) > 1e-3
+
+
+def test_training_forces_are_the_gradient_of_the_dropped_energy(ethanol) -> None:
+    """In training, with receivers in chunks recomputed in backward, the forces are -dE/dR of the very
+    energy the dropout masks of that forward give (central differences under the same seed), and the
+    energy is invariant under a rotation with reflection of the molecule."""
+    model = small_model(**DROPOUT, pair_chunk_size=20).train()
+    pos, z, batch, n = batch_of([(ethanol["R"][0], ethanol["z"])])
+
+    def energy(positions: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(7)
+        return model(positions, z, batch, n)
+
+    torch.manual_seed(7)
+    _, forces = energy_and_forces(model, pos, z, batch, n, training=True)
+    h = 1e-5  # Å
+    for atom, axis in [(0, 0), (3, 1), (8, 2)]:
+        plus, minus = pos.clone(), pos.clone()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        difference = -(energy(plus) - energy(minus)).item() / (2 * h)
+        assert abs(forces[atom, axis].item() - difference) <= 1e-5 * max(1.0, forces.abs().max().item())
+    rotation = -o3.rand_matrix(dtype=torch.float64)  # det -1: a reflection
+    assert rel_err(energy(pos @ rotation.T), energy(pos)) <= 1e-10
 
 
 def test_sink_lets_every_attention_weight_vanish(ethanol) -> None:

@@ -117,6 +117,9 @@ class GeometricAttention(nn.Module):
     tensors are coupled. Pair-sized memory is O(heads * (lmax + 1)^2) per pair instead of
     O(features).
 
+    ``dropout``: in training, each weight alpha_ijh is zeroed with this probability and the others are
+    divided by 1 - dropout (Equiformer's attention dropout); evaluation uses all weights.
+
     Input: node features x [n_atoms, irreps_node.dim] and a :class:`PairGeometry`.
     Output: update [n_atoms, irreps_node.dim] (to be added to x).
     """
@@ -134,8 +137,12 @@ class GeometricAttention(nn.Module):
         logit_filter: Literal["head", "channel"] = "head",
         normalization: Literal["softmax", "softmax_sink", "silu"] = "softmax",
         qk_norm: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = dropout
         if radial_rank < 1:
             raise ValueError(f"radial_rank must be >= 1, got {radial_rank}")
         if logit_filter not in ("head", "channel"):
@@ -307,6 +314,9 @@ class GeometricAttention(nn.Module):
         B, c, N, _ = basis.shape
         H, K = self.num_heads, self.radial_rank
         alpha, weights = self._weights(q, k, r, basis, mask, env)
+        # attention dropout (training only): the energy of one forward has one mask, so the forces,
+        # its gradient, stay exact; a checkpointed chunk restores the RNG state in its recomputation
+        alpha = nn.functional.dropout(alpha, self.dropout, self.training)
 
         # per pair, head, rank and sh component: alpha_h * w_{h, k, l2(m)} * Y_m  [B, c, N, H, K, S]
         weights = weights.reshape(B, c, N, H, K, self.lmax_sh + 1) * alpha[..., None, None]

@@ -98,6 +98,11 @@ class GeoPaTra(Potential):
         density_embedding: add each atom's atomic density of all other atoms (per-channel radial
             functions times spherical harmonics, :class:`AtomicDensity`) to its first features. It
             starts at zero: the initial model is the one without it.
+        attention_dropout: probability with which each attention weight is dropped in training
+            (:class:`GeometricAttention`); 0: none.
+        drop_path: stochastic depth: in training, each residual update (attention, feed-forward) of
+            each molecule is dropped with this probability and otherwise divided by 1 - drop_path
+            (Equiformer's drop path); 0: none. Evaluation uses every update.
 
     Step and energy + force times of the options: experiments/results/geopatra_ablation.md.
 
@@ -136,6 +141,8 @@ class GeoPaTra(Potential):
         node_product: int = 0,
         layer_readouts: bool = False,
         density_embedding: bool = False,
+        attention_dropout: float = 0.0,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         if dtype not in _DTYPES:
@@ -152,8 +159,11 @@ class GeoPaTra(Potential):
             raise ValueError(f"node_product must be >= 0 channels, got {node_product}")
         if radial_basis not in ("gaussian", "bessel"):
             raise ValueError(f"radial_basis must be 'gaussian' or 'bessel', got {radial_basis!r}")
+        if not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
         with _traceable_e3nn():  # e3nn modules as fx graphs, which torch.compile can trace
             self.max_z = max_z
+            self.drop_path = drop_path
             self.cutoff = None if cutoff is None else float(cutoff)
             self.sparse_cutoff = sparse_cutoff
             self.irreps_node = hidden_irreps(num_features, num_tensor_features, lmax)
@@ -167,7 +177,7 @@ class GeoPaTra(Potential):
                 GeometricAttention(
                     self.irreps_node, lmax, num_heads, num_rbf, radial_hidden, pair_chunk_size,
                     radial_rank=radial_rank, value_projection=value_projection, logit_filter=logit_filter,
-                    normalization=attention_normalization, qk_norm=qk_norm,
+                    normalization=attention_normalization, qk_norm=qk_norm, dropout=attention_dropout,
                 )
                 for _ in range(num_layers)
             )
@@ -248,11 +258,21 @@ class GeoPaTra(Potential):
     def _layer(self, layer: int, x: Tensor, geometry: PairGeometry) -> Tensor:
         """One residual attention + feed-forward layer (pre-norm when ``equivariant_norm``; the node
         product, if any, added to the feed-forward's input)."""
-        x = x + self.attention[layer](self.norm_attention[layer](x), geometry)
+        x = x + self._drop_path(self.attention[layer](self.norm_attention[layer](x), geometry), geometry)
         h = self.norm_feed_forward[layer](x)
         if len(self.node_product) > 0:
             h = h + self.node_product[layer](h)
-        return x + self.feed_forward[layer](h)
+        return x + self._drop_path(self.feed_forward[layer](h), geometry)
+
+    def _drop_path(self, update: Tensor, geometry: PairGeometry) -> Tensor:
+        """A residual ``update`` [n_atoms, dim], in training zeroed per molecule with probability
+        ``drop_path`` and otherwise divided by 1 - drop_path; unchanged in evaluation."""
+        if not self.training or self.drop_path == 0.0:
+            return update
+        keep = 1.0 - self.drop_path
+        kept = torch.rand(geometry.num_graphs, device=update.device) < keep  # [num_graphs]
+        molecule = geometry.flat_index // geometry.n_max  # [n_atoms]
+        return update * (kept[molecule].to(update.dtype) / keep).unsqueeze(-1)
 
     def validation_diagnostics(self, pos: Tensor, z: Tensor, batch: Tensor) -> dict[str, float]:
         """Effective number of senders exp(H_i) per layer and head, H_i the entropy of receiver i's
