@@ -102,7 +102,8 @@ class GeoPaTra(Potential):
             (:class:`GeometricAttention`); 0: none.
         drop_path: stochastic depth: in training, each residual update (attention, feed-forward) of
             each molecule is dropped with this probability and otherwise divided by 1 - drop_path
-            (Equiformer's drop path); 0: none. Evaluation uses every update.
+            (Equiformer's drop path); 0: none. Evaluation uses every update. Both regularisers:
+            experiments/results/overfit_probe.md (variants 68-69).
 
     Step and energy + force times of the options: experiments/results/geopatra_ablation.md.
 
