@@ -188,6 +188,10 @@ VARIANTS = [
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, 2 layers (not 3)",
      [*ETHANOL_BASIS, *LMAX3, P + "num_layers", "2"]),
     # at 600 s, seed 4: 70 0.865, 71 0.959 against 52's 0.911; seed 5 side by side: 70 0.929, 52 0.957
+    ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, Huber loss, delta 0.001 of the force RMS",
+     [*ETHANOL_BASIS, *LMAX3, "--model.init_args.loss", "huber", "--model.init_args.huber_delta", "0.001"]),
+    ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, Huber loss, delta 0.1 of the force RMS",
+     [*ETHANOL_BASIS, *LMAX3, "--model.init_args.loss", "huber", "--model.init_args.huber_delta", "0.1"]),
 ]
 
 
