@@ -30,3 +30,8 @@ COMPILED = ["--model.init_args.compile", "true"]
 #: attention weights times a cosine envelope to 5 Å on all pairs (dense: no neighbour lists); on ethanol
 #: (pairs to 4.4 Å) a locality prior that cuts no pair
 ENVELOPE_5A = [P + "cutoff", "5.0", P + "sparse_cutoff", "false"]
+
+
+def huber_loss(delta: float) -> list[str]:
+    """The Huber loss, quadratic below ``delta`` (a fraction of the training force RMS), linear above."""
+    return ["--model.init_args.loss", "huber", "--model.init_args.huber_delta", str(delta)]
