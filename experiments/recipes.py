@@ -30,6 +30,8 @@ COMPILED = ["--model.init_args.compile", "true"]
 #: attention weights times a cosine envelope to 5 Å on all pairs (dense: no neighbour lists); on ethanol
 #: (pairs to 4.4 Å) a locality prior that cuts no pair
 ENVELOPE_5A = [P + "cutoff", "5.0", P + "sparse_cutoff", "false"]
+#: the gradient's norm clipped at 1 (the config: 10)
+TIGHT_CLIP = ["--trainer.gradient_clip_val", "1.0"]
 
 
 def huber_loss(delta: float) -> list[str]:
