@@ -28,6 +28,7 @@ from experiments.recipes import (
     TIGHT_CLIP,
     WIDE,
     P,
+    gradient_clip,
     huber_loss,
 )
 
@@ -118,7 +119,7 @@ VARIANTS = [
     ("layer readouts, learning rate 1e-2, warm-up 1,000 steps (not 200)",
      [*MACE_LR, "--model.init_args.warmup_steps", "1000"]),
     ("layer readouts, learning rate 1e-2, gradient clip 1 (not 10)",
-     [*MACE_LR, "--trainer.gradient_clip_val", "1.0"]),
+     [*MACE_LR, *TIGHT_CLIP]),
     # variants 41-43 diverged where layer 2's content logits grew (max |phi q.k / sqrt d| 586 at the last good
     # checkpoint, 11-15 in stable runs; its heads collapsed to one sender): queries and keys layer-normalised
     ("layer readouts, learning rate 1e-2, query/key layer norm", [*MACE_LR, *QK_NORM]),
@@ -207,7 +208,7 @@ VARIANTS = [
     # seed 4, 600 s: 72 0.849, 73 0.861 (70 0.865, 52 0.911); the gradient was clipped (norm 10) in 56 % of
     # 52's logged steps, 1 % of 70's, 0 % of 72's, 37 % of 73's: the loss shape or the clipping, not yet separated
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, gradient clipped at norm 100 (not 10)",
-     [*ETHANOL_BASIS, *LMAX3, "--trainer.gradient_clip_val", "100.0"]),
+     [*ETHANOL_BASIS, *LMAX3, *gradient_clip(100.0)]),
     # seed 4, 600 s: 74 0.988 (52 0.911): the clipping at 10 helps the MSE loss; 72 in seed 5 0.988 (52 0.957,
     # 70 0.929), 74 and 72 run at once on one core each (not as a pair): 6,726-6,788 steps against 52's 7,420
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, gradient clipped at norm 1 (not 10)",
@@ -219,7 +220,7 @@ VARIANTS = [
     # clipping at 1 lowers either loss a little
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, Huber loss, delta 0.01 of the force RMS, "
      "gradient clipped at norm 0.3 (not 10)",
-     [*ETHANOL_BASIS, *LMAX3, *huber_loss(0.01), "--trainer.gradient_clip_val", "0.3"]),
+     [*ETHANOL_BASIS, *LMAX3, *huber_loss(0.01), *gradient_clip(0.3)]),
     # run at once on one core each (2026-12-05 05:57-06:08 UTC): 77 in seed 4 0.838 (76 0.845); 76 in seed 5
     # 0.845 (52 0.957, 70 0.929)
 ]

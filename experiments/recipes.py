@@ -30,8 +30,15 @@ COMPILED = ["--model.init_args.compile", "true"]
 #: attention weights times a cosine envelope to 5 Å on all pairs (dense: no neighbour lists); on ethanol
 #: (pairs to 4.4 Å) a locality prior that cuts no pair
 ENVELOPE_5A = [P + "cutoff", "5.0", P + "sparse_cutoff", "false"]
+
+
+def gradient_clip(norm: float) -> list[str]:
+    """The gradient's norm clipped at ``norm`` (the config: 10)."""
+    return ["--trainer.gradient_clip_val", str(norm)]
+
+
 #: the gradient's norm clipped at 1 (the config: 10)
-TIGHT_CLIP = ["--trainer.gradient_clip_val", "1.0"]
+TIGHT_CLIP = gradient_clip(1.0)
 
 
 def huber_loss(delta: float) -> list[str]:
