@@ -347,7 +347,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
         "geopatra-sGDML fitted on the same frames. ± is half the range over seeds; a difference inside the "
         "seed spread is not a result. See the module docstring of `experiments/accuracy_race.py` for the "
         "protocol, and `experiments/results/geopatra_ablation.md` for the GeoPaTra options chosen.",
-        f"Round {rounds[0]}: GeoPaTra with the {ROUNDS[rounds[0]]}."
+        f"Round {rounds[0]}, GeoPaTra's recipe: {ROUNDS[rounds[0]]}."
         + (" The other rounds (earlier ones, and rounds not shipped) are below." if rounds[1:] else ""),
         "Each (data, M) is shown from the last shipped round that raced it: "
         + ", ".join(f"{k} M = {m}: round {n}" for (k, m), n in sorted(latest.items()))
@@ -362,7 +362,7 @@ def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     body += ["", *reporting.table(RACE_HEADER, table_rows), "", "Verdicts:", *verdicts]
     for other in rounds[1:]:
         old_rows, old_verdicts = _round_table(_groups([r for r in neural if row_round(r) == other] + sgdml))
-        body += ["", f"### {round_label(other).capitalize()}: GeoPaTra with the {ROUNDS[other]}", "",
+        body += ["", f"### {round_label(other).capitalize()}, GeoPaTra's recipe: {ROUNDS[other]}", "",
                  *reporting.table(RACE_HEADER, old_rows), "", "Verdicts:", *old_verdicts]
     return reporting.write_report("accuracy_race", mode, results, "cpu", "Accuracy race: equal wall-clock, same frames",
                            body, rows, fig)
