@@ -146,7 +146,8 @@ BASIS_OVERRIDES = {"ethanol": ETHANOL_BASIS, "ala3": []}
 #: underfits at T (round 6, ethanol at M = 200), and a larger, stabilised learning rate (rounds 8 and 9, the
 #: peptide; round 10, ethanol at M = 200): MACE's learning rate, stable with the query/key layer norms; and
 #: higher degrees where the model overfits (round 11, ethanol at M = 50); a compiled step (round 16, ethanol at
-#: M = 200; rounds 18 and 19, the peptide); a Huber force loss and tighter clipping (round 20, ethanol at M = 50).
+#: M = 200; rounds 18 and 19, the peptide); a Huber force loss and tighter clipping (round 20, ethanol at M = 50),
+#: with the large step there too (round 21).
 CELL_OVERRIDES = {
     ("ethanol", 200): [*WIDE, *LARGE_STEP, *COMPILED],
     ("ethanol", 50): [*LMAX3, *huber_loss(0.01), *TIGHT_CLIP, *LARGE_STEP],
