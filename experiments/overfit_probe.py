@@ -240,7 +240,8 @@ VARIANTS = [
     ("layer readouts, 14 Bessel functions to 6 Å, lmax 3, Huber loss, delta 0.01 of the force RMS, "
      "gradient clipped at norm 1, learning rate 1e-2, query/key layer norm",
      [*ETHANOL_BASIS, *LMAX3, *huber_loss(0.01), *TIGHT_CLIP, *LARGE_STEP]),
-    # seed 4, 600 s (2026-12-05 06:36-06:47 UTC): 80 0.779, 81 0.792 against 76's 0.845; 81 raced as round 21
+    # seed 4, 600 s (2026-12-05 06:36-06:47 UTC): 80 0.779, 81 0.792 against 76's 0.845; 81 raced as round 21.
+    # Seed 5 (08:45-08:56 UTC): 80 0.816, 81 0.759 (76 0.845): both lower in both seeds, 81 lower on average
 ]
 
 
