@@ -49,7 +49,7 @@ import numpy as np
 
 from experiments import bench_data, layout, reporting, runners
 from experiments import timed_runs as tr
-from experiments.recipes import COMPILED, ETHANOL_BASIS, LARGE_STEP, LMAX3, TIGHT_CLIP, WIDE, huber_loss
+from experiments.recipes import COMPILED, ETHANOL_BASIS, LARGE_STEP, LMAX3, ROBUST_FIT, WIDE
 
 CONFIG = layout.ROOT / "configs" / "geopatra.yaml"
 #: GeoPaTra's recipe in each round of the race; the last shipped one is run (``CURRENT_ROUND``).
@@ -150,7 +150,7 @@ BASIS_OVERRIDES = {"ethanol": ETHANOL_BASIS, "ala3": []}
 #: with the large step there too (round 21).
 CELL_OVERRIDES = {
     ("ethanol", 200): [*WIDE, *LARGE_STEP, *COMPILED],
-    ("ethanol", 50): [*LMAX3, *huber_loss(0.01), *TIGHT_CLIP, *LARGE_STEP],
+    ("ethanol", 50): [*LMAX3, *ROBUST_FIT, *LARGE_STEP],
     ("ala3", 50): [*LARGE_STEP, *COMPILED],
     ("ala3", 200): [*LARGE_STEP, *COMPILED],
 }

@@ -44,3 +44,7 @@ TIGHT_CLIP = gradient_clip(1.0)
 def huber_loss(delta: float) -> list[str]:
     """The Huber loss, quadratic below ``delta`` (a fraction of the training force RMS), linear above."""
     return ["--model.init_args.loss", "huber", "--model.init_args.huber_delta", str(delta)]
+
+
+#: round 20's fit on ethanol at M = 50: the Huber force loss (δ 0.01) with the gradient's norm clipped at 1
+ROBUST_FIT = [*huber_loss(0.01), *TIGHT_CLIP]
