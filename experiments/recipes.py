@@ -48,3 +48,8 @@ def huber_loss(delta: float) -> list[str]:
 
 #: round 20's fit on ethanol at M = 50: the Huber force loss (δ 0.01) with the gradient's norm clipped at 1
 ROBUST_FIT = [*huber_loss(0.01), *TIGHT_CLIP]
+
+
+def energy_weight(weight: float) -> list[str]:
+    """The energy term of the loss weighted by ``weight`` (the config: 1, forces 100)."""
+    return ["--model.init_args.energy_weight", str(weight)]

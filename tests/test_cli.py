@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from geopatra.cli import main
 
@@ -38,14 +39,22 @@ def _val_history(run_dir: Path) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_parses_and_builds(config):
-    """Base configs alone; the MD22 overlays on the base config of their model kind."""
+    """Base configs alone; the overlays (MD22 molecules, recipes) on the base config of their model kind."""
     from geopatra.cli import GeopatraCLI, cli_kwargs
 
     args = ["--config", str(config)]
-    if config.parent.name == "md22":
+    if config.parent.name in ("md22", "recipes"):
         kind = config.stem.split("_")[0]
         args = ["--config", str(ROOT / "configs" / f"{kind}.yaml"), *args]
     cli = GeopatraCLI(**cli_kwargs(), run=False, args=args)
+    if config.parent.name == "recipes":  # every value the overlay sets reaches the task or the potential
+        task_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+        potential_args = task_args.pop("potential", {}).get("init_args", {})
+        assert task_args or potential_args
+        for key, value in task_args.items():
+            assert cli.model.hparams[key] == value, key
+        for key, value in potential_args.items():
+            assert cli.model.potential.init_args[key] == value, key
     assert cli.model.potential.kind in ("geopatra", "sgdml")
     n_train = cli.datamodule.n_train
     if config.stem == "geopatra_all":  # every MD22 molecule, each with the paper's training-set size
