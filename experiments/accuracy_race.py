@@ -320,6 +320,17 @@ def stats(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.ptp(values) / 2) if len(values) > 1 else 0.0
 
 
+def verdict(geopatra: list[float], mace: list[float]) -> str:
+    """The race's rule on per-seed errors: a difference of the means inside the two half ranges together
+    is no result."""
+    if min(len(geopatra), len(mace)) < 2:
+        return "one seed: no verdict"
+    (g, gs), (m, ms) = stats(geopatra), stats(mace)
+    if abs(g - m) <= gs + ms:
+        return "within the seed spread: no winner"
+    return "GeoPaTra lower" if g < m else "MACE lower"
+
+
 def write_report(rows_dir: Path, results: Path, mode: str) -> Path:
     import matplotlib
 
@@ -427,12 +438,8 @@ def _round_table(groups: dict[tuple[str, int], dict[str, list[dict]]]) -> tuple[
         if layout.GEOPATRA_NN in mean_f and layout.MACE in mean_f:
             (g, gs), (mm, ms) = mean_f[layout.GEOPATRA_NN], mean_f[layout.MACE]
             seeds = min(len(models[layout.GEOPATRA_NN]), len(models[layout.MACE]))
-            if seeds < 2:
-                outcome = "one seed: no verdict"
-            elif abs(g - mm) <= gs + ms:
-                outcome = "within the seed spread: no winner"
-            else:
-                outcome = "GeoPaTra lower" if g < mm else "MACE lower"
+            outcome = verdict([r["test_F_mae"] for r in models[layout.GEOPATRA_NN]],
+                              [r["test_F_mae"] for r in models[layout.MACE]])
             verdicts.append(f"- {key}, M = {m}: GeoPaTra {g:.3g} ± {gs:.2g}, MACE {mm:.3g} ± {ms:.2g} kcal/mol/Å "
                             f"({seeds} seed(s)): **{outcome}**; GeoPaTra test E MAE / test E std "
                             f"{stats([r['test_E_mae'] for r in models[layout.GEOPATRA_NN]])[0] / std:.2f} "

@@ -46,11 +46,7 @@ def nested_splits(data: BenchData, sizes: list[int], n_val: int, n_test: int, wo
     from geopatra.data.splits import Split, check_split
 
     dataset = read_dataset(data.path)
-    n = dataset.n_frames
-    if max(sizes) + n_val + n_test > n:
-        raise ValueError(f"{data.label}: {max(sizes)} + {n_val} + {n_test} frames asked, {n} available")
-    order = np.random.default_rng(seed).permutation(n)
-    val, test, pool = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
+    val, test, pool = _partition(data, dataset.n_frames, max(sizes), n_val, n_test, seed)
     out = {}
     for m in sizes:
         split = Split(train=np.sort(pool[:m]), val=np.sort(val), test=np.sort(test),
@@ -58,6 +54,24 @@ def nested_splits(data: BenchData, sizes: list[int], n_val: int, n_test: int, wo
         check_split(split, dataset)
         out[m] = split.save(work / "splits" / data.key / f"split_v{n_val}_t{n_test}_M{m}.npz")
     return out
+
+
+def unused_frames(data: BenchData, sizes: list[int], n_val: int, n_test: int, seed: int = 0) -> np.ndarray:
+    """Indices (sorted) of the frames in none of the splits ``nested_splits`` makes with these arguments:
+    the seeded permutation's frames after the largest training set."""
+    from geopatra.data import read_dataset
+
+    pool = _partition(data, read_dataset(data.path).n_frames, max(sizes), n_val, n_test, seed)[2]
+    return np.sort(pool[max(sizes) :])
+
+
+def _partition(data: BenchData, n: int, largest: int, n_val: int, n_test: int,
+               seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation, test and training pool of one seeded permutation of ``n`` frames."""
+    if largest + n_val + n_test > n:
+        raise ValueError(f"{data.label}: {largest} + {n_val} + {n_test} frames asked, {n} available")
+    order = np.random.default_rng(seed).permutation(n)
+    return order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
 
 
 def split_facts(split_file: Path) -> dict:

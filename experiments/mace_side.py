@@ -13,8 +13,9 @@ starts training and turns the last checkpoint written before into the model),
 reads the validation curve (elapsed time, force MAE) from its log, and tests (``MACECalculator``)
 whichever of its two models, stage one or Stage Two, has the lower validation force MAE; errors in
 kcal/mol and kcal/mol/Å. ``evaluate``: that selection and test again for a finished run.
-Writes ``<run-dir>/side.json``. ``time``: energy + forces time and MD steps/s through the
-``MACECalculator`` on each structure (``calculator_timing.time_calculator``).
+Writes ``<run-dir>/side.json`` (``evaluate --out``: the result alone, elsewhere). ``time``: energy +
+forces time and MD steps/s through the ``MACECalculator`` on each structure
+(``calculator_timing.time_calculator``).
 
 Called (``python -m experiments.mace_side`` in the MACE venv) by ``runners.run_mace``, ``timed_runs``
 and ``inference``; not meant to be run by hand.
@@ -234,6 +235,7 @@ def main() -> None:
     ev = sub.add_parser("evaluate")
     ev.add_argument("--frames", type=Path, required=True)
     ev.add_argument("--run-dir", type=Path, required=True)
+    ev.add_argument("--out", type=Path, default=None, help="write the result here, not into <run-dir>/side.json")
     tm = sub.add_parser("time")
     tm.add_argument("--structures", type=Path, required=True)
     tm.add_argument("--model", type=Path, required=True)
@@ -250,9 +252,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         train(args)
     elif args.mode == "evaluate":  # re-select and re-test the models of a finished run
-        side = args.run_dir / "side.json"
-        side.write_text(json.dumps({**json.loads(side.read_text()), **evaluate(np.load(args.frames), args.run_dir,
-                                                                              args.device)}, indent=1))
+        result = evaluate(np.load(args.frames), args.run_dir, args.device)
+        if args.out is not None:
+            args.out.write_text(json.dumps(result, indent=1))
+        else:
+            side = args.run_dir / "side.json"
+            side.write_text(json.dumps({**json.loads(side.read_text()), **result}, indent=1))
     else:
         time_structures(args)
 
