@@ -150,6 +150,32 @@ def _race_row(path: Path, mode: str, key: str, model: str, sel: list[dict], labe
             frames_of(sel), f"{label}{how}; test F MAE [kcal/mol/Å] by M (seeds): {mae}"]
 
 
+def holdout_rows(results: Path) -> list[list[str]]:
+    """One row per data set of ``holdout_check.json``: the race's models on frames no choice saw."""
+    path = results / "holdout_check.json"
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())["rows"]
+    out = []
+    for key in bench_data.DATASETS:
+        cells = sorted({(r["M"], r["round"]) for r in rows if r["data"] == key})
+        if not cells:
+            continue
+        parts = []
+        for m, race_round in cells:
+            mean = {}
+            for model in (layout.GEOPATRA_NN, layout.MACE):
+                errors = [r["held_out_F_mae"] for r in rows
+                          if (r["data"], r["M"], r["round"], r["model"]) == (key, m, race_round, model)]
+                mean[model] = sum(errors) / len(errors)
+            parts.append(f"M = {m} (round {race_round}): {mean[layout.GEOPATRA_NN]:.3g} vs {mean[layout.MACE]:.3g}")
+        n = rows[[r["data"] for r in rows].index(key)]["n_held_out"]
+        out.append(["[holdout_check.md](holdout_check.md)", f"{layout.GEOPATRA_NN} vs {layout.MACE} (race models)",
+                    "CPU x86_64, 1 thread", bench_data.DATASETS[key].label, f"{n} frames outside every split",
+                    "held-out test F MAE [kcal/mol/Å], GeoPaTra vs MACE: " + "; ".join(parts)])
+    return out
+
+
 def ablation_row(results: Path) -> list[str] | None:
     """One row for ``geopatra_ablation.json``: test force MAE of each step (mean over seeds)."""
     path = results / "geopatra_ablation.json"
@@ -189,6 +215,7 @@ def main() -> None:
                   "inference": inference_rows}[study](mode, payload["rows"])
     table += symmetry_rows(args.results_dir)
     table += race_rows(args.results_dir)
+    table += holdout_rows(args.results_dir)
     if (row := ablation_row(args.results_dir)) is not None:
         table.append(row)
     if (row := preconditioner_row(args.results_dir)) is not None:
