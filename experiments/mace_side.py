@@ -94,7 +94,7 @@ def train(args: argparse.Namespace) -> None:
         str(Path(sys.executable).with_name("mace_run_train")), "--name", NAME, "--seed", str(args.seed),
         "--train_file", str(run / "train.xyz"), "--valid_file", str(run / "val.xyz"),
         "--energy_key", "REF_energy", "--forces_key", "REF_forces", "--E0s", "average",
-        "--model", "MACE", *SIZES[args.size], "--r_max", str(R_MAX),
+        "--model", "MACE", *SIZES[args.size], "--r_max", str(R_MAX), *args.mace_arg,
         "--batch_size", str(args.batch_size), "--valid_batch_size", "16",
         "--max_num_epochs", str(args.epochs),
         "--device", "cuda" if args.device.startswith("cuda") else "cpu", "--default_dtype", "float32",
@@ -116,7 +116,8 @@ def train(args: argparse.Namespace) -> None:
     curve, train_s = read_curve(log)
     res = {"killed_at_budget": killed, "max_seconds": args.max_seconds, "ema": args.ema,
         **evaluate(d, run, args.device), "curve": curve, "train_s": train_s, "mace_wall_s": wall,
-        "epochs": args.epochs, "size": args.size, "mace_args": " ".join(SIZES[args.size] + ["--r_max", str(R_MAX)]),
+        "epochs": args.epochs, "size": args.size,
+        "mace_args": " ".join([*SIZES[args.size], "--r_max", str(R_MAX), *args.mace_arg]),
         "mace_version": __import__("mace").__version__, "e3nn_version": __import__("e3nn").__version__,
         "torch_version": torch.__version__,
     }
@@ -232,6 +233,8 @@ def main() -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--ema", action="store_true", help="MACE's EMA of the weights (decay 0.99)")
     tr.add_argument("--max-seconds", type=float, default=None, help="kill training after this long [s]")
+    tr.add_argument("--mace-arg", action="append", default=[],
+                    help="a mace_run_train argument after the size's (the later one wins): --mace-arg=--lr=0.005")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--frames", type=Path, required=True)
     ev.add_argument("--run-dir", type=Path, required=True)

@@ -152,15 +152,16 @@ def _metrics_columns(run_dir: Path) -> dict[str, list[float]]:
 
 
 def mace_job(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, budget_s: float | None, seed: int,
-             core: int,
-             epochs: int, batch_size: int) -> Job:
-    """MACE (its published recipe, see ``mace_side.py``) killed at ``budget_s`` at the latest (None: never)."""
+             core: int, epochs: int, batch_size: int, mace_args: tuple[str, ...] = (), name: str = layout.MACE) -> Job:
+    """MACE (its published recipe, see ``mace_side.py``; ``mace_args``: arguments of ``mace_run_train``
+    that change it) killed at ``budget_s`` at the latest (None: never)."""
     side_file = bench_data.frames_file(data, split_file, run_dir / "frames.npz")
     cmd = [str(environments.mace_python()), "-m", layout.MACE_SIDE, "train", "--frames", str(side_file), "--run-dir",
            str(run_dir),
            "--size", "fast", "--epochs", str(epochs), "--batch-size", str(batch_size), "--threads", "1",
-           "--seed", str(seed), "--ema", *([] if budget_s is None else ["--max-seconds", str(budget_s)])]
-    return Job("MACE", cmd, core, run_dir / "side.log")
+           "--seed", str(seed), "--ema", *([] if budget_s is None else ["--max-seconds", str(budget_s)]),
+           *(f"--mace-arg={arg}" for arg in mace_args)]
+    return Job(name, cmd, core, run_dir / "side.log")
 
 
 def mace_row(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, fit_wall_s: float, budget_s: float,
