@@ -31,6 +31,10 @@ the earlier rounds' rows stay and are reported below the current one. A round wh
 (``NOT_SHIPPED``: it lost, diverged or was stopped) is reported in its own section and never stands for its cells.
 geopatra-sGDML rows are shared by all rounds (its config did not change).
 
+Tuning: GeoPaTra's recipes were chosen on the 500 test frames (a round was shipped when its test force
+MAE was lower; ``overfit_probe.py`` ranks on them too), MACE's published recipe was not tuned until
+``mace_probe.py``; ``holdout_check.py`` re-tests the standing models on frames outside every split.
+
 Frames: ``bench_data.nested_splits`` (seed 0): 50 validation and 500 test frames, the same for every
 M, model and seed; training sets nested. Rows (one JSON per run) go to
 ``experiments/results/accuracy_race/<mode>/`` and are meant to be committed as each part ends;
