@@ -15,11 +15,10 @@ it does not replace the race. Rows in ``experiments/results/mace_probe/``; repor
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from experiments import bench_data, layout, reporting
+from experiments import bench_data, reporting, variant_probes
 from experiments import timed_runs as tr
 from experiments.accuracy_race import CALIBRATION_EPOCHS, MACE_BATCH, N_TEST, N_VAL
 
@@ -30,10 +29,6 @@ VARIANTS = [
     ("L = 2 (not 1)", ["--max_L=2"], MACE_BATCH),
     ("batch 2 (not 5)", [], 2),
 ]
-
-
-def row_path(rows_dir: Path, data: str, m: int, budget: float, variant: int, seed: int) -> Path:
-    return rows_dir / f"{data}_M{m}_b{budget:g}_v{variant}_seed{seed}.json"
 
 
 def calibrated_epochs(data: bench_data.BenchData, split: Path, work: Path, pair: list[int], cores: list[int],
@@ -53,27 +48,11 @@ def calibrated_epochs(data: bench_data.BenchData, split: Path, work: Path, pair:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", choices=sorted(bench_data.DATASETS), default="ethanol")
-    parser.add_argument("--train", type=int, default=50, help="training frames M")
-    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per run")
-    parser.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cores", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "race")
-    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
-    args = parser.parse_args()
-    if len(set(args.cores)) != len(args.cores):
-        parser.error(f"--cores must be distinct, got {args.cores}")
-    if bad := [v for v in args.variants if not 0 <= v < len(VARIANTS)]:
-        parser.error(f"no variant {bad}: 0-{len(VARIANTS) - 1}")
+    args = variant_probes.parse_args(__doc__.split("\n")[0], len(VARIANTS))
     data = bench_data.DATASETS[args.data]
     split = bench_data.nested_splits(data, [args.train], N_VAL, N_TEST, args.work_dir)[args.train]
     rows_dir = args.results_dir / "mace_probe"
-    todo = [v for v in args.variants
-            if not row_path(rows_dir, args.data, args.train, args.budget, v, args.seed).exists()]
-    width = len(args.cores)
-    for pair in (todo[k : k + width] for k in range(0, len(todo), width)):
+    for pair in variant_probes.pairs_to_run(args, rows_dir):
         work = args.work_dir / "mace_probe" / f"{args.data}_M{args.train}_b{args.budget:g}_seed{args.seed}"
         epochs = calibrated_epochs(data, split, work, pair, args.cores, args.budget)
         jobs = {v: (core, tr.mace_job(data, split, work / f"v{v}", budget_s=args.budget, seed=args.seed, core=core,
@@ -86,10 +65,7 @@ def main() -> None:
             row = tr.mace_row(data, split, work / f"v{v}", fit_wall_s=walls[f"v{v}"], budget_s=args.budget,
                               seed=args.seed, core=core, batch_size=VARIANTS[v][2])
             row.update(variant=v, variant_name=VARIANTS[v][0], epochs_planned=epochs[v], load_before=load)
-            path = row_path(rows_dir, args.data, args.train, args.budget, v, args.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(row, indent=1))
-            print(f"v{v} {VARIANTS[v][0]}: test F MAE {row['test_F_mae']:.3f} kcal/mol/Å", flush=True)
+            variant_probes.save_row(args, rows_dir, v, VARIANTS[v][0], row)
     print(write_report(rows_dir, args.results_dir))
 
 

@@ -11,11 +11,10 @@ shorter than the race's ranks variants, it does not replace the race. Rows in
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from experiments import bench_data, layout, reporting
+from experiments import bench_data, layout, reporting, variant_probes
 from experiments import timed_runs as tr
 from experiments.recipes import (
     COMPILED,
@@ -295,31 +294,12 @@ VARIANTS = [
 ]
 
 
-def row_path(rows_dir: Path, data: str, m: int, budget: float, variant: int, seed: int) -> Path:
-    return rows_dir / f"{data}_M{m}_b{budget:g}_v{variant}_seed{seed}.json"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", choices=sorted(bench_data.DATASETS), default="ethanol")
-    parser.add_argument("--train", type=int, default=50, help="training frames M")
-    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per run")
-    parser.add_argument("--variants", type=int, nargs="+", default=list(range(len(VARIANTS))))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cores", type=int, nargs="+", default=[0, 1],
-                        help="cores of a pair's runs (one core: run beside another probe on the other)")
-    parser.add_argument("--work-dir", type=Path, default=layout.EXPERIMENTS / "work" / "race")
-    parser.add_argument("--results-dir", type=Path, default=layout.DEFAULT_RESULTS)
-    args = parser.parse_args()
-    if len(set(args.cores)) != len(args.cores):
-        parser.error(f"--cores must be distinct, got {args.cores}")
+    args = variant_probes.parse_args(__doc__.split("\n")[0], len(VARIANTS))
     data = bench_data.DATASETS[args.data]
     split = bench_data.nested_splits(data, [args.train], 50, 500, args.work_dir)[args.train]  # the race's split files
     rows_dir = args.results_dir / "overfit_probe"
-    todo = [v for v in args.variants
-            if not row_path(rows_dir, args.data, args.train, args.budget, v, args.seed).exists()]
-    width = len(args.cores)
-    for pair in (todo[k : k + width] for k in range(0, len(todo), width)):
+    for pair in variant_probes.pairs_to_run(args, rows_dir):
         jobs = {}
         for core, v in zip(args.cores, pair):
             run_dir = args.work_dir / "probe" / f"{args.data}_M{args.train}_b{args.budget:g}_v{v}_seed{args.seed}"
@@ -332,10 +312,7 @@ def main() -> None:
             row = tr.geopatra_row(VARIANTS[v][0], data, split, run_dir, config=CONFIG, overrides=VARIANTS[v][1],
                                   fit_wall_s=walls[f"v{v}"], budget_s=args.budget, seed=args.seed, core=core)
             row.update(variant=v, load_before=load)
-            path = row_path(rows_dir, args.data, args.train, args.budget, v, args.seed)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(row, indent=1))
-            print(f"v{v} {VARIANTS[v][0]}: test F MAE {row['test_F_mae']:.3f} kcal/mol/Å", flush=True)
+            variant_probes.save_row(args, rows_dir, v, VARIANTS[v][0], row)
     print(write_report(rows_dir, args.results_dir))
 
 
