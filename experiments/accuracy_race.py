@@ -235,9 +235,8 @@ def mace_epochs(key: str, m: int, seed: int, budget: float, rows_dir: Path, work
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"data": key, "M": m, "epochs": len(curve), "curve": curve,
                                     "beside": f"GeoPaTra, {budget / 4:.0f} s", "walls_s": walls,
-                                    "s_per_epoch": (curve[-1][0] - curve[0][0]) / (len(curve) - 1)}, indent=1))
-    s_per_epoch = json.loads(path.read_text())["s_per_epoch"]
-    return max(4, int(1.05 * budget / s_per_epoch))
+                                    "s_per_epoch": tr.seconds_per_epoch(curve)}, indent=1))
+    return tr.mace_epochs_for(budget, json.loads(path.read_text())["s_per_epoch"])
 
 
 def cell_cores(seed: int) -> dict[str, int]:

@@ -31,14 +31,14 @@ ROWS = "holdout_check"
 REPRODUCE_RTOL = 1e-3
 
 
-def standing_round(race_rows: Path, key: str, m: int) -> int | None:
-    """The last shipped round with GeoPaTra rows for (data, M), or None."""
-    rounds = {race.row_round(json.loads(p.read_text())) for p in race_rows.glob(f"{key}_M{m}_seed*_GeoPaTra*.json")}
-    return max(rounds - race.NOT_SHIPPED, default=None)
+def standing_round(geopatra_rows: list[dict]) -> int | None:
+    """The last shipped round among a cell's GeoPaTra race rows, or None."""
+    return max({race.row_round(r) for r in geopatra_rows} - race.NOT_SHIPPED, default=None)
 
 
-def geopatra_errors(checkpoint: Path, data: bench_data.BenchData, index: np.ndarray) -> tuple[float, float]:
-    """Energy MAE [kcal/mol] and force MAE [kcal/mol/Å] of a checkpoint's potential on frames ``index``."""
+def geopatra_errors(checkpoint: Path, data: bench_data.BenchData,
+                    indices: list[np.ndarray]) -> list[tuple[float, float]]:
+    """Energy MAE [kcal/mol] and force MAE [kcal/mol/Å] of a checkpoint's potential on each set of frames."""
     import torch
 
     from geopatra.checkpoint import load_potential
@@ -48,9 +48,12 @@ def geopatra_errors(checkpoint: Path, data: bench_data.BenchData, index: np.ndar
     torch.set_num_threads(1)
     dataset = read_dataset(data.path)
     potential, _ = load_potential(checkpoint)
-    energy, forces = predict_frames(potential, dataset.R[index], dataset.z)
-    return (float(np.abs(energy.numpy() - dataset.E[index].reshape(-1)).mean()),
-            float(np.abs(forces.numpy() - dataset.F[index]).mean()))
+    errors = []
+    for index in indices:
+        energy, forces = predict_frames(potential, dataset.R[index], dataset.z)
+        errors.append((float(np.abs(energy.numpy() - dataset.E[index].reshape(-1)).mean()),
+                       float(np.abs(forces.numpy() - dataset.F[index]).mean())))
+    return errors
 
 
 def mace_errors(run_dir: Path, data: bench_data.BenchData, split_file: Path, index: np.ndarray,
@@ -72,15 +75,14 @@ def mace_errors(run_dir: Path, data: bench_data.BenchData, split_file: Path, ind
 def check_cell(key: str, m: int, race_rows: Path, rows_dir: Path, work: Path) -> str:
     """Rows of every seed of (data, M)'s standing round; returns what was done."""
     data = bench_data.DATASETS[key]
-    race_round = standing_round(race_rows, key, m)
+    geopatra_rows = [json.loads(p.read_text()) for p in race_rows.glob(f"{key}_M{m}_seed*_GeoPaTra*.json")]
+    race_round = standing_round(geopatra_rows)
     if race_round is None:
         return f"{key} M = {m}: no race rows"
     sizes = race.PLANS["full"]["sizes"][key]
     held_out = bench_data.unused_frames(data, sizes, race.N_VAL, race.N_TEST)
     done = []
-    seeds = sorted(json.loads(p.read_text())["seed"] for p in race_rows.glob(f"{key}_M{m}_seed*_GeoPaTra*.json")
-                   if race.row_round(json.loads(p.read_text())) == race_round)
-    for seed in seeds:
+    for seed in sorted(r["seed"] for r in geopatra_rows if race.row_round(r) == race_round):
         for model in (layout.GEOPATRA_NN, layout.MACE):
             source = race.row_path(race_rows, key, m, seed, model, race_round)
             path = rows_dir / f"{key}_M{m}_seed{seed}_{model}_r{race_round}.json"
@@ -94,7 +96,7 @@ def check_cell(key: str, m: int, race_rows: Path, rows_dir: Path, work: Path) ->
                 checkpoint = layout.ROOT / row["checkpoint"]
                 if not checkpoint.exists():
                     return f"{key} M = {m} round {race_round}: checkpoint {row['checkpoint']} is gone"
-                held, again = (geopatra_errors(checkpoint, data, index) for index in (held_out, test))
+                held, again = geopatra_errors(checkpoint, data, [held_out, test])
             else:
                 run_dir = (layout.ROOT / row["model_file"]).parent
                 if not run_dir.exists():

@@ -33,18 +33,14 @@ VARIANTS = [
 
 def calibrated_epochs(data: bench_data.BenchData, split: Path, work: Path, pair: list[int], cores: list[int],
                       budget: float) -> dict[int, int]:
-    """Epochs of each variant that fit in ``budget`` (5 % more, so the kill at the budget ends it), from
-    ``CALIBRATION_EPOCHS`` epochs of the pair side by side (the later epochs' time; the first has set-up)."""
+    """Epochs of each variant for a run killed at ``budget`` (``timed_runs.mace_epochs_for``), from
+    ``CALIBRATION_EPOCHS`` epochs of the pair side by side."""
     jobs = [tr.mace_job(data, split, work / f"calibration_v{v}", budget_s=None, seed=0, core=core,
                         epochs=CALIBRATION_EPOCHS, batch_size=VARIANTS[v][2], mace_args=tuple(VARIANTS[v][1]),
                         name=f"v{v}") for v, core in zip(pair, cores)]
     tr.run_together(jobs)
-    epochs = {}
-    for v in pair:
-        curve = json.loads((work / f"calibration_v{v}" / "side.json").read_text())["curve"]
-        s_per_epoch = (curve[-1][0] - curve[0][0]) / (len(curve) - 1)
-        epochs[v] = max(4, int(1.05 * budget / s_per_epoch))
-    return epochs
+    curves = {v: json.loads((work / f"calibration_v{v}" / "side.json").read_text())["curve"] for v in pair}
+    return {v: tr.mace_epochs_for(budget, tr.seconds_per_epoch(curve)) for v, curve in curves.items()}
 
 
 def main() -> None:

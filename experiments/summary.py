@@ -169,7 +169,7 @@ def holdout_rows(results: Path) -> list[list[str]]:
                           if (r["data"], r["M"], r["round"], r["model"]) == (key, m, race_round, model)]
                 mean[model] = sum(errors) / len(errors)
             parts.append(f"M = {m} (round {race_round}): {mean[layout.GEOPATRA_NN]:.3g} vs {mean[layout.MACE]:.3g}")
-        n = rows[[r["data"] for r in rows].index(key)]["n_held_out"]
+        n = next(r["n_held_out"] for r in rows if r["data"] == key)
         out.append(["[holdout_check.md](holdout_check.md)", f"{layout.GEOPATRA_NN} vs {layout.MACE} (race models)",
                     "CPU x86_64, 1 thread", bench_data.DATASETS[key].label, f"{n} frames outside every split",
                     "held-out test F MAE [kcal/mol/Å], GeoPaTra vs MACE: " + "; ".join(parts)])

@@ -164,6 +164,17 @@ def mace_job(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, bud
     return Job(name, cmd, core, run_dir / "side.log")
 
 
+def seconds_per_epoch(curve: list[list[float]]) -> float:
+    """MACE's epoch time [s] from a calibration run's curve ``[[elapsed_s, val F MAE], ...]``: the later
+    epochs' (the first carries set-up)."""
+    return (curve[-1][0] - curve[0][0]) / (len(curve) - 1)
+
+
+def mace_epochs_for(budget_s: float, s_per_epoch: float) -> int:
+    """MACE epochs for a run killed at ``budget_s``: 5 % more than fit, so that the kill ends it (at least 4)."""
+    return max(4, int(1.05 * budget_s / s_per_epoch))
+
+
 def mace_row(data: bench_data.BenchData, split_file: Path, run_dir: Path, *, fit_wall_s: float, budget_s: float,
              seed: int, core: int, batch_size: int) -> dict:
     facts = bench_data.split_facts(split_file)
